@@ -1,0 +1,33 @@
+"""igos: iGOS++ and related saliency methods for PyTorch classifiers, with insertion/deletion metrics.
+
+A standalone library (torch and numpy only). Entry points:
+
+    explanation = igos.explain(model, images, method="igos++", mask_size=28)
+    scores = igos.insertion_deletion(model, images, explanation.saliency)
+
+Implements iGOS++ (Khorram, Lawson & Fuxin, CHIL 2021), I-GOS (Qi, Khorram & Fuxin, AAAI 2020),
+meaningful perturbation, RISE, Grad-CAM, integrated gradients and the plain gradient.
+"""
+
+from ._errors import IGOSError, NonFiniteError
+from ._explain import METHODS, Explanation, explain
+from ._metrics import CausalScores, insertion_deletion
+from ._options import GradCAMOptions, GradientOptions, IGOSOptions, IntegratedGradientsOptions, MaskOptions, RiseOptions
+from ._scoring import PassCount
+
+__all__ = [
+    "METHODS",
+    "CausalScores",
+    "Explanation",
+    "GradCAMOptions",
+    "GradientOptions",
+    "IGOSError",
+    "IGOSOptions",
+    "IntegratedGradientsOptions",
+    "MaskOptions",
+    "NonFiniteError",
+    "PassCount",
+    "RiseOptions",
+    "explain",
+    "insertion_deletion",
+]

@@ -1,0 +1,119 @@
+"""Mask upsampling, image composition and the blur baselines (spec §1, §5, §7)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def upsample(mask: Tensor, size: tuple[int, int]) -> Tensor:
+    """U(m): bilinear upsampling with corner alignment.
+
+    Args:
+        mask: (..., h, w) low-resolution mask.
+        size: (H, W) target size.
+
+    Returns:
+        (..., H, W); the input itself when it already has that size.
+    """
+    if tuple(mask.shape[-2:]) == tuple(size):
+        return mask
+    lead = mask.shape[:-2]
+    flat = mask.reshape(-1, 1, *mask.shape[-2:])
+    out = F.interpolate(flat, size=size, mode="bilinear", align_corners=True)
+    return out.reshape(*lead, *size)
+
+
+def resize_map(saliency: Tensor, size: tuple[int, int]) -> Tensor:
+    """Resize a saliency map (B, h, w) -> (B, *size): area average when shrinking, U when growing."""
+    h, w = saliency.shape[-2:]
+    if (h, w) == tuple(size):
+        return saliency
+    if size[0] <= h and size[1] <= w:
+        return F.adaptive_avg_pool2d(saliency.unsqueeze(1), size).squeeze(1)
+    return upsample(saliency, size)
+
+
+def gaussian_kernel_1d(size: int, sigma: float, *, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Normalised 1-D Gaussian taps, shape (size,); the 2-D kernel is their outer product."""
+    offsets = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    taps = torch.exp(-(offsets**2) / (2 * sigma**2))
+    return (taps / taps.sum()).to(dtype=dtype, device=device)
+
+
+def _reflect101_index(n: int, pad: int, device: torch.device) -> Tensor:
+    """Indices of a reflect-101 padded axis (mirror without repeating the edge), any pad."""
+    if n == 1:
+        return torch.zeros(n + 2 * pad, dtype=torch.long, device=device)
+    period = 2 * (n - 1)
+    i = torch.arange(-pad, n + pad, device=device).remainder(period)
+    return torch.where(i > n - 1, period - i, i)
+
+
+def gaussian_blur(images: Tensor, size: int, sigma: float, *, border: str = "reflect101") -> Tensor:
+    """Separable Gaussian blur of each channel.
+
+    Args:
+        images: (B, C, H, W).
+        size: odd kernel size in pixels; sigma in pixels.
+        border: "reflect101" (OpenCV's default border) or "zeros".
+
+    Returns:
+        (B, C, H, W).
+    """
+    kernel = gaussian_kernel_1d(size, sigma, dtype=images.dtype, device=images.device)
+    channels = images.shape[1]
+    pad = size // 2
+    out = images
+    for axis in (-1, -2):
+        shape = (channels, 1, 1, size) if axis == -1 else (channels, 1, size, 1)
+        weight = kernel.reshape(1, 1, *shape[2:]).expand(*shape)
+        if border == "reflect101":
+            index = _reflect101_index(out.shape[axis], pad, out.device)
+            out = F.conv2d(out.index_select(axis, index), weight, groups=channels)
+        elif border == "zeros":
+            padding = (0, pad) if axis == -1 else (pad, 0)
+            out = F.conv2d(out, weight, padding=padding, groups=channels)
+        else:
+            raise ValueError(f"unknown border {border!r}")
+    return out
+
+
+def heavy_blur_size(height: int, width: int) -> tuple[int, float]:
+    """Kernel size and sigma (pixels) of the iGOS++ baseline blur for an input of this size.
+
+    51×51/σ=50 at 224 px (the official setting), 151/150 from 500 px and 201/200 from 800 px
+    (the official later version); below 224 px both scale with the longer side (at least 3 px).
+    """
+    side = max(height, width)
+    if side >= 800:
+        return 201, 200.0
+    if side >= 500:
+        return 151, 150.0
+    if side >= 224:
+        return 51, 50.0
+    size = max(3, 2 * round(51 * side / 224 / 2) + 1)
+    return size, 50.0 * size / 51
+
+
+def blur_baseline(images: Tensor) -> Tensor:
+    """The iGOS++ baseline B: a heavy Gaussian blur of the model-input tensor (B, C, H, W)."""
+    size, sigma = heavy_blur_size(*images.shape[-2:])
+    return gaussian_blur(images, size, sigma, border="reflect101")
+
+
+def rise_insertion_start(images: Tensor) -> Tensor:
+    """RISE insertion start: 11×11 Gaussian, σ = 5, zero padding, per channel. (B, C, H, W)."""
+    return gaussian_blur(images, 11, 5.0, border="zeros")
+
+
+def steps_for(cells: int, steps: int | None, default_fraction: int = 50) -> tuple[int, int]:
+    """Cells per step q and number of steps n for ranking `cells` cells.
+
+    Default (steps=None) is the iGOS++ rule q = max(1, ⌊P/50⌋); otherwise q = ⌈P/steps⌉.
+    """
+    per_step = max(1, cells // default_fraction) if steps is None else max(1, math.ceil(cells / steps))
+    return per_step, math.ceil(cells / per_step)
