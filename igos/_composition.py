@@ -53,24 +53,24 @@ def _reflect101_index(n: int, pad: int, device: torch.device) -> Tensor:
     return torch.where(i > n - 1, period - i, i)
 
 
-def gaussian_blur(images: Tensor, size: int, sigma: float, *, border: str = "reflect101") -> Tensor:
-    """Separable Gaussian blur of each channel.
+def separable_blur(images: Tensor, taps: Tensor, *, border: str = "reflect101") -> Tensor:
+    """Blur each channel with the separable kernel taps ⊗ taps.
 
     Args:
         images: (B, C, H, W).
-        size: odd kernel size in pixels; sigma in pixels.
+        taps: (k,) 1-D kernel, k odd.
         border: "reflect101" (OpenCV's default border) or "zeros".
 
     Returns:
         (B, C, H, W).
     """
-    kernel = gaussian_kernel_1d(size, sigma, dtype=images.dtype, device=images.device)
-    channels = images.shape[1]
+    channels, size = images.shape[1], len(taps)
     pad = size // 2
+    taps = taps.to(dtype=images.dtype, device=images.device)
     out = images
     for axis in (-1, -2):
         shape = (channels, 1, 1, size) if axis == -1 else (channels, 1, size, 1)
-        weight = kernel.reshape(1, 1, *shape[2:]).expand(*shape)
+        weight = taps.reshape(1, 1, *shape[2:]).expand(*shape)
         if border == "reflect101":
             index = _reflect101_index(out.shape[axis], pad, out.device)
             out = F.conv2d(out.index_select(axis, index), weight, groups=channels)
@@ -80,6 +80,12 @@ def gaussian_blur(images: Tensor, size: int, sigma: float, *, border: str = "ref
         else:
             raise ValueError(f"unknown border {border!r}")
     return out
+
+
+def gaussian_blur(images: Tensor, size: int, sigma: float, *, border: str = "reflect101") -> Tensor:
+    """Separable Gaussian blur (size odd, sigma in pixels) of images (B, C, H, W) -> (B, C, H, W)."""
+    return separable_blur(images, gaussian_kernel_1d(size, sigma, dtype=images.dtype, device=images.device),
+                          border=border)
 
 
 def heavy_blur_size(height: int, width: int) -> tuple[int, float]:
@@ -105,9 +111,28 @@ def blur_baseline(images: Tensor) -> Tensor:
     return gaussian_blur(images, size, sigma, border="reflect101")
 
 
+def rise_kernel_taps(size: int = 11, sigma: float = 5.0, truncate: float = 4.0) -> Tensor:
+    """1-D taps of the RISE insertion kernel, shape (size,), float64.
+
+    RISE builds its kernel by Gaussian-smoothing a centred unit impulse on a size×size grid
+    (radius ⌈truncate·σ⌉, half-sample-symmetric borders "d c b a | a b c d"), which makes it nearly
+    flat: the 2-D kernel (outer product of these taps) has centre 0.0088, corner 0.0077, sum 1.
+    """
+    radius = math.ceil(truncate * sigma)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    gaussian = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    gaussian = gaussian / gaussian.sum()
+    impulse = torch.zeros(size, dtype=torch.float64)
+    impulse[size // 2] = 1.0
+    period = 2 * size
+    mirrored = torch.arange(-radius, size + radius).remainder(period)
+    padded = impulse[torch.where(mirrored >= size, period - 1 - mirrored, mirrored)]
+    return F.conv1d(padded.view(1, 1, -1), gaussian.flip(0).view(1, 1, -1)).flatten()
+
+
 def rise_insertion_start(images: Tensor) -> Tensor:
-    """RISE insertion start: 11×11 Gaussian, σ = 5, zero padding, per channel. (B, C, H, W)."""
-    return gaussian_blur(images, 11, 5.0, border="zeros")
+    """RISE insertion start: the nearly flat 11×11 RISE kernel, zero padding, per channel. (B, C, H, W)."""
+    return separable_blur(images, rise_kernel_taps(), border="zeros")
 
 
 def steps_for(cells: int, steps: int | None, default_fraction: int = 50) -> tuple[int, int]:
