@@ -444,6 +444,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         parser.error("--device cuda: CUDA is not available")
     if args.gpu_throughput and args.device != "cuda":
         parser.error("--gpu-throughput needs --device cuda")
+    if not set(_split(args.methods, str)) <= set(TERMS) or not set(_split(args.modes, str)) <= {"fast", "faithful"}:
+        parser.error(f"--methods must be among {', '.join(TERMS)} and --modes among faithful, fast")
     defaults = dict(CUDA_DEFAULTS if args.device == "cuda" else CPU_DEFAULTS)
     defaults.update(image_size=224, mask_size=28, iterations=20, ig_steps=15)
     if args.quick:
