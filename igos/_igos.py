@@ -99,7 +99,7 @@ def optimize_masks(problem: PathProblem, variant: Variant, options: IGOSOptions,
     direction_weights = problem.signs * variant.direction_scale
     running = torch.ones(batch, dtype=torch.bool, device=images.device)
     previous_step = torch.full((batch,), options.init_step, device=images.device, dtype=images.dtype)
-    floor_streak = torch.zeros(batch, dtype=torch.long, device=images.device)
+    quiet_streak = torch.zeros(batch, dtype=torch.long, device=images.device)
     history_loss = torch.full((options.iterations, batch), float("nan"), device=images.device, dtype=images.dtype)
     history_step = history_loss.clone()
 
@@ -145,10 +145,10 @@ def optimize_masks(problem: PathProblem, variant: Variant, options: IGOSOptions,
         history_step[iteration, rows] = step
         if options.early_stop:
             change = (updated - current).abs().flatten(1).amax(dim=1)
-            streak = torch.where(step < options.min_step, floor_streak[rows] + 1, 0)
-            floor_streak = floor_streak.index_copy(0, rows, streak)
-            stop = (change < options.early_stop_tol) | (streak >= 2)
-            running = running.index_copy(0, rows, ~stop)
+            quiet = (change < options.early_stop_tol) | (step < options.min_step)
+            streak = torch.where(quiet, quiet_streak[rows] + 1, 0)
+            quiet_streak = quiet_streak.index_copy(0, rows, streak)
+            running = running.index_copy(0, rows, streak < options.early_stop_patience)
     return MaskResult(masks.detach(), history_loss, history_step)
 
 

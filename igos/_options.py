@@ -28,7 +28,9 @@ class IGOSOptions:
     `mode` sets the cost levers of spec §8 that are left as None:
         faithful: fresh noise at every evaluation, line search from α0 every time, fixed K.
         fast: common noise within an iteration (lever 2), base loss from the IG pass (lever 3),
-            warm-started step min(α0, α_prev / shrink) (lever 4), early stop (lever 6).
+            warm-started step min(α0, α_prev / shrink) (lever 4), early stop (lever 6): an image stops
+            once, for `early_stop_patience` iterations in a row, its masks moved by less than
+            `early_stop_tol` (max |Δm|) or its line search fell to the floor step.
     `parallel_trials` (lever 5) evaluates that many line-search trials in one batch.
     """
 
@@ -53,6 +55,7 @@ class IGOSOptions:
     warm_start: bool | None = None
     early_stop: bool | None = None
     early_stop_tol: float = 1e-3
+    early_stop_patience: int = 3
     parallel_trials: int = 1
 
     def __post_init__(self) -> None:
@@ -68,7 +71,8 @@ class IGOSOptions:
         _require(self.btv_sigma > 0 and self.btv_beta > 0, "btv_sigma and btv_beta must be > 0")
         _require(self.regularizer in (None, "btv", "tv", "none"), "regularizer must be 'btv', 'tv' or 'none'")
         _require(self.parallel_trials >= 1, "parallel_trials must be >= 1")
-        _require(self.early_stop_tol >= 0, "early_stop_tol must be >= 0")
+        _require(self.early_stop_tol >= 0 and self.early_stop_patience >= 1,
+                 "early_stop_tol must be >= 0 and early_stop_patience >= 1")
         if self.reuse_base_loss and self.common_noise is False:
             raise IGOSError("reuse_base_loss needs common_noise (the IG pass's noise is reused by the line search)")
 

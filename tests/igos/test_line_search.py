@@ -34,8 +34,8 @@ def spy(monkeypatch) -> LineSearchSpy:
 
 def run(method: str, **options) -> igos.Explanation:
     model = WindowEvidenceNet(SIZE, WINDOW).double()
-    return igos.explain(model, evidence_images(3, SIZE, WINDOW), method=method, mask_size=16, seed=0,
-                        iterations=6, ig_steps=4, **options)
+    settings = {"iterations": 6, "ig_steps": 4, **options}
+    return igos.explain(model, evidence_images(3, SIZE, WINDOW), method=method, mask_size=16, seed=0, **settings)
 
 
 @pytest.mark.parametrize("method", ["igos++", "igos"])
@@ -102,3 +102,14 @@ def test_parallel_trials_give_the_sequential_steps():
     batched = run("igos++", mode="fast", parallel_trials=4)
     torch.testing.assert_close(batched.history["step"], sequential.history["step"], equal_nan=True)
     torch.testing.assert_close(batched.saliency, sequential.saliency)
+
+
+def test_early_stop_needs_quiet_iterations_in_a_row():
+    # a step of 1e-12 never moves the masks, so every iteration is quiet
+    still = run("igos++", mode="fast", line_search=False, fixed_step=1e-12, iterations=10, early_stop_patience=3)
+    ran = (~torch.isnan(still.history["loss"])).sum(dim=0)
+    assert (ran == 3).all()
+    moving = run("igos++", mode="fast", line_search=False, fixed_step=1.0, iterations=10, early_stop_patience=3)
+    assert (~torch.isnan(moving.history["loss"])).all()
+    never = run("igos++", mode="faithful", line_search=False, fixed_step=1e-12, iterations=10)
+    assert (~torch.isnan(never.history["loss"])).all()
