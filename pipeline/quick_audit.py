@@ -39,6 +39,8 @@ class QuickAuditConfig:
     learning_rate: float = 3e-3
     mask_size: int = 28
     igos_mode: str = "fast"
+    igos_iterations: int = 20
+    igos_ig_steps: int = 15
     seed: int = 0
 
 
@@ -103,7 +105,8 @@ def run_quick_audit(config: QuickAuditConfig) -> QuickAuditResult:
     chosen = test[: config.n_explain]
     started = time.perf_counter()
     explanation = igos.explain(model, inputs[: config.n_explain], method="igos++", mask_size=config.mask_size,
-                               seed=config.seed, mode=config.igos_mode)
+                               seed=config.seed, mode=config.igos_mode, iterations=config.igos_iterations,
+                               ig_steps=config.igos_ig_steps)
     seconds = time.perf_counter() - started
     causal = igos.insertion_deletion(model, inputs[: config.n_explain], explanation.saliency,
                                      targets=explanation.targets)
