@@ -5,13 +5,13 @@ so that the mean top-1 softmax probability on the benchmark images is about 0.8,
 profile of the official implementation. Images: seeded random smooth images (blurred noise plus a few
 bright blobs) with ImageNet normalisation. Nothing is downloaded.
 
-For every method × mode × batch size it measures the median wall time per image, the image forwards and
+For every method × mode × batch size it measures the median and mean wall time per image, the image forwards and
 backwards per image (`Explanation.passes`), the iterations actually run, the line-search trials per
 iteration, and checks the pass counts against the structure of spec §8. It also reports the fast/faithful
 time ratio and the Spearman rank correlation of the fast and faithful maps of the same image and seed.
 
     python benchmarks/igos_speed.py --quick                 # seconds: proves the script runs
-    python benchmarks/igos_speed.py                         # CPU defaults (see --help), ~10-15 min on 2 cores
+    python benchmarks/igos_speed.py                         # CPU defaults (see --help), ~15-20 min on 2 cores
     python benchmarks/igos_speed.py --device cuda --gpu-throughput
 """
 
@@ -49,12 +49,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TARGET_TOP1 = 0.8
 # Network terms per iteration of each variant (spec §8): IG calls, and S terms per loss evaluation.
 TERMS = {"igos++": 4, "igos+": 2, "igos": 1, "igos-insertion": 1}
-# CPU defaults: one image at batch 1 and the full K = 20, N = 15 (an iGOS++ faithful image alone takes ~5 min on
-# 2 cores; batch sizes 4 and 16 would need 21 images per method and mode, i.e. hours). ~10-15 min on 2 idle cores.
-# CUDA defaults: the whole default run plus --gpu-throughput took ~3 min on an H100 (with 16 images).
+# CPU defaults: one image at batch 1 and the full K = 20, N = 15 (an iGOS++ faithful image alone took 10 min on 2
+# busy cores; batch sizes 4 and 16 would need 21 images per method and mode, i.e. hours). ~15-20 min on 2 cores.
+# CUDA defaults: the whole default run plus --gpu-throughput took 218 s on an H100.
 CPU_DEFAULTS = {"batch_sizes": "1", "images": 1, "forward_batch": 64}
 CUDA_DEFAULTS = {"batch_sizes": "1,4,16", "images": 32, "forward_batch": 256}
-QUICK = {"image_size": 32, "mask_size": 8, "iterations": 2, "ig_steps": 2, "batch_sizes": "1,2", "images": 2}
+# --quick uses 1 CPU thread: with 2 OpenMP threads on 2 cores shared with another process, its tiny ops ran ~25×
+# slower (78 s instead of 3 s) while waiting at thread barriers.
+QUICK = {"image_size": 32, "mask_size": 8, "iterations": 2, "ig_steps": 2, "batch_sizes": "1,2", "images": 2,
+         "threads": 1}
 REFERENCE = [
     # Quoted from spec §8 (official implementation, 2-core CPU, ResNet-18, 28×28, K = 20, N = 15): not measured.
     ("iGOS++ (official)", "314", "≈ 8 640 (1 200 fwd+bwd + ≈ 7 440 line-search fwd)", "1 200"),
@@ -77,6 +80,7 @@ class Config:
     ig_steps: int
     forward_batch: int
     seed: int
+    threads: int | None
     quick: bool
     gpu_throughput: bool
     out: Path
@@ -444,6 +448,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
                         f"forward pass (default: {CPU_DEFAULTS['forward_batch']} on CPU, "
                         f"{CUDA_DEFAULTS['forward_batch']} on CUDA)")
     parser.add_argument("--seed", type=int, default=0, help="model, images and explain seeds (default: 0)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own, "
+                        "i.e. all cores; --quick: 1). On a shared CPU, 1 thread can be faster than 2")
     parser.add_argument("--quick", action="store_true", help="tiny run (32×32 input, K = N = 2, batch 1,2) that "
                         "only proves the script works; writes to a temp file unless --out is given")
     parser.add_argument("--gpu-throughput", action="store_true", help="also measure images/s of iGOS++ fast mode, "
@@ -458,7 +464,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     if not set(_split(args.methods, str)) <= set(TERMS) or not set(_split(args.modes, str)) <= {"fast", "faithful"}:
         parser.error(f"--methods must be among {', '.join(TERMS)} and --modes among faithful, fast")
     defaults = dict(CUDA_DEFAULTS if args.device == "cuda" else CPU_DEFAULTS)
-    defaults.update(image_size=224, mask_size=28, iterations=20, ig_steps=15)
+    defaults.update(image_size=224, mask_size=28, iterations=20, ig_steps=15, threads=None)
     if args.quick:
         defaults.update(QUICK)
 
@@ -470,7 +476,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         device=torch.device(args.device), methods=_split(args.methods, str), modes=_split(args.modes, str),
         batch_sizes=_split(str(pick("batch_sizes")), int), images=int(pick("images")),
         image_size=int(defaults["image_size"]), mask_size=int(pick("mask_size")), iterations=int(pick("iterations")),
-        ig_steps=int(pick("ig_steps")), forward_batch=int(pick("forward_batch")), seed=args.seed, quick=args.quick,
+        ig_steps=int(pick("ig_steps")), forward_batch=int(pick("forward_batch")), seed=args.seed,
+        threads=None if pick("threads") is None else int(pick("threads")), quick=args.quick,
         gpu_throughput=args.gpu_throughput,
         out=args.out or (Path(tempfile.gettempdir()) / "igos_speed_quick.md" if args.quick else DEFAULT_OUT))
 
@@ -482,6 +489,8 @@ def _split(text: str, kind: Callable[[str], object]) -> list:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print the markdown report and write it to cfg.out."""
     cfg = parse_args(argv)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     started = time.perf_counter()
     load_start = os.getloadavg()[0]
     n_images = max(b * math.ceil(max(cfg.images, b) / b) for b in cfg.batch_sizes)

@@ -61,12 +61,16 @@ def to_model_input(images: list[SyntheticImage]) -> torch.Tensor:
 
 
 def train_classifier(images: list[SyntheticImage], config: QuickAuditConfig) -> nn.Module:
-    """Adam on cross-entropy, shuffled mini-batches, deterministic by config.seed."""
+    """Adam with a one-cycle learning-rate schedule on cross-entropy, shuffled mini-batches,
+    deterministic by config.seed."""
     torch.manual_seed(config.seed)
     model = build_classifier(config.architecture, len(LABELS))
     inputs = to_model_input(images)
     labels = torch.tensor([LABELS.index(item.label) for item in images])
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    batches_per_epoch = -(-len(images) // config.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate,
+                                                   total_steps=config.epochs * batches_per_epoch)
     generator = torch.Generator().manual_seed(config.seed)
     model.train()
     for _ in range(config.epochs):
@@ -74,6 +78,7 @@ def train_classifier(images: list[SyntheticImage], config: QuickAuditConfig) -> 
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(inputs[batch]), labels[batch]).backward()
             optimizer.step()
+            schedule.step()
     return model.eval()
 
 
