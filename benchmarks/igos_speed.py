@@ -58,6 +58,7 @@ CUDA_DEFAULTS = {"batch_sizes": "1,4,16", "images": 32, "forward_batch": 256}
 # slower (78 s instead of 3 s) while waiting at thread barriers.
 QUICK = {"image_size": 32, "mask_size": 8, "iterations": 2, "ig_steps": 2, "batch_sizes": "1,2", "images": 2,
          "threads": 1}
+SEED_NOISE_OFFSET = 10_000  # the reseeded runs that measure how much a map changes with the seed alone
 REFERENCE = [
     # Quoted from spec §8 (official implementation, 2-core CPU, ResNet-18, 28×28, K = 20, N = 15): not measured.
     ("iGOS++ (official)", "314", "≈ 8 640 (1 200 fwd+bwd + ≈ 7 440 line-search fwd)", "1 200"),
@@ -233,16 +234,18 @@ def expected_passes(method: str, explanation: igos.Explanation, trials: list[lis
     return forwards, backwards
 
 
-def measure(model: nn.Module, images: Tensor, method: str, mode: str, batch: int, cfg: Config) -> Measurement:
+def measure(model: nn.Module, images: Tensor, method: str, mode: str, batch: int, cfg: Config,
+            seed_offset: int = 0) -> Measurement:
     """Explain the first `cfg.images` images (rounded up to whole batches) in calls of `batch` images.
 
-    Image i always uses seed cfg.seed + i, so maps are paired across modes and batch sizes.
+    Image i always uses seed cfg.seed + seed_offset + i, so maps are paired across modes and batch sizes.
     """
     result = Measurement(method, mode, batch)
     n_images = batch * math.ceil(max(cfg.images, batch) / batch)
     for first in range(0, n_images, batch):
         chunk = images[first : first + batch]
-        explanation, seconds = timed_explain(model, chunk, method=method, mode=mode, seed=cfg.seed + first, cfg=cfg)
+        explanation, seconds = timed_explain(model, chunk, method=method, mode=mode,
+                                             seed=cfg.seed + seed_offset + first, cfg=cfg)
         result.seconds_per_image.append(seconds / batch)
         result.forwards += explanation.passes.forwards
         result.backwards += explanation.passes.backwards
@@ -285,29 +288,34 @@ def gpu_throughput(model: nn.Module, images: Tensor, cfg: Config) -> list[tuple[
 # --------------------------------------------------------------------------------------------- report
 
 
-def spearman_fast_faithful(results: list[Measurement], method: str) -> tuple[int, int, float, float] | None:
-    """Mean and min Spearman ρ between the fast and faithful maps of the same image and seed.
+def mean_spearman(first: dict[int, Tensor], second: dict[int, Tensor]) -> tuple[int, int, float, float] | None:
+    """Mean and min Spearman ρ between the maps of the same images in two runs.
 
     Returns:
         (images compared, images where ρ is undefined because a map is constant, mean ρ, min ρ) — mean and
-        min over the defined ones (NaN if none) — or None when the method did not run in both modes.
+        min over the defined ones (NaN if none) — or None when no image is in both runs.
     """
-    maps = {mode: {} for mode in ("fast", "faithful")}
-    for r in results:
-        if r.method == method and r.mode in maps:
-            for index, saliency in r.saliency.items():
-                maps[r.mode].setdefault(index, saliency)
-    common = sorted(set(maps["fast"]) & set(maps["faithful"]))
+    common = sorted(set(first) & set(second))
     if not common:
         return None
     rhos = []
     for index in common:
-        fast, faithful = maps["fast"][index].flatten(), maps["faithful"][index].flatten()
-        if fast.min() < fast.max() and faithful.min() < faithful.max():
-            rhos.append(float(spearmanr(fast.numpy(), faithful.numpy()).statistic))
+        a, b = first[index].flatten(), second[index].flatten()
+        if a.min() < a.max() and b.min() < b.max():
+            rhos.append(float(spearmanr(a.numpy(), b.numpy()).statistic))
     if not rhos:
         return len(common), len(common), math.nan, math.nan
     return len(common), len(common) - len(rhos), statistics.fmean(rhos), min(rhos)
+
+
+def maps_of(results: list[Measurement], method: str, mode: str) -> dict[int, Tensor]:
+    """The first map of each image for one method and mode (any batch size)."""
+    maps: dict[int, Tensor] = {}
+    for r in results:
+        if r.method == method and r.mode == mode:
+            for index, saliency in r.saliency.items():
+                maps.setdefault(index, saliency)
+    return maps
 
 
 def batch_invariance(results: list[Measurement], method: str, mode: str) -> float | None:
@@ -386,19 +394,27 @@ def results_table(results: list[Measurement], cfg: Config) -> list[str]:
     return lines
 
 
-def quality_table(results: list[Measurement], cfg: Config) -> list[str]:
-    """Markdown table: fast-vs-faithful Spearman ρ and batch invariance per method."""
-    lines = ["", "| method | images paired | Spearman ρ fast vs faithful: mean | min | undefined (constant map) "
-             "| max abs Δ saliency across batch sizes (faithful / fast) |",
-             "|---|---:|---:|---:|---:|---|"]
+def quality_table(results: list[Measurement], reseeded: list[Measurement], cfg: Config) -> list[str]:
+    """Markdown table: Spearman ρ of fast vs faithful maps, next to the seed noise of each mode
+    (same mode, another seed), and batch invariance per method."""
+    lines = ["", "Spearman ρ between maps of the same image: fast vs faithful (same seed), and each mode against "
+             "itself with another seed (the noise floor: iGOS++ is stochastic). Mean (min) over images.", "",
+             "| method | images | fast vs faithful | faithful vs faithful, other seed | fast vs fast, other seed "
+             "| constant maps | max abs Δ saliency across batch sizes (faithful / fast) |",
+             "|---|---:|---|---|---|---:|---|"]
+
+    def cell(pair: tuple[int, int, float, float] | None) -> str:
+        return "–" if pair is None else f"{pair[2]:.3f} ({pair[3]:.3f})"
+
     for method in cfg.methods:
-        pair = spearman_fast_faithful(results, method)
+        pair = mean_spearman(maps_of(results, method, "fast"), maps_of(results, method, "faithful"))
+        noise = {mode: mean_spearman(maps_of(results, method, mode), maps_of(reseeded, method, mode))
+                 for mode in ("faithful", "fast")}
         invariance = " / ".join("–" if (d := batch_invariance(results, method, mode)) is None else f"{d:.2g}"
                                 for mode in ("faithful", "fast"))
-        if pair is None:
-            lines.append(f"| {method} | 0 | – | – | – | {invariance} |")
-        else:
-            lines.append(f"| {method} | {pair[0]} | {pair[2]:.3f} | {pair[3]:.3f} | {pair[1]} | {invariance} |")
+        constant = pair[1] if pair else 0
+        lines.append(f"| {method} | {pair[0] if pair else 0} | {cell(pair)} | {cell(noise['faithful'])} "
+                     f"| {cell(noise['fast'])} | {constant} | {invariance} |")
     return lines
 
 
@@ -510,9 +526,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 r = results[-1]
                 print(f"[{time.perf_counter() - started:7.1f} s] {method} {mode} batch {batch}: "
                       f"{r.median_seconds:.3f} s/image over {r.n_images} images", file=sys.stderr, flush=True)
+    reseeded = [measure(model, images, method, mode, cfg.batch_sizes[0], cfg, seed_offset=SEED_NOISE_OFFSET)
+                for method in cfg.methods for mode in cfg.modes]
     throughput = gpu_throughput(model, images, cfg) if cfg.gpu_throughput else None
     lines = header(cfg, scale, top1, (load_start, os.getloadavg()[0]))
-    lines += results_table(results, cfg) + quality_table(results, cfg)
+    lines += results_table(results, cfg) + quality_table(results, reseeded, cfg)
     lines += throughput_table(throughput) if throughput else []
     lines += reference_table()
     lines += ["", f"Total benchmark wall time: {time.perf_counter() - started:.0f} s."]
