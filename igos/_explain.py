@@ -51,8 +51,8 @@ class Explanation:
         target_scores: (B,) score of the target on the clean image.
         mask_size: (h, w); input_size: (H, W).
         masks: (B, P, h, w) raw masks, low = important (mask methods), else None.
-        history: {"loss": (K, B), "step": (K, B)} per iteration (I-GOS family), NaN once an image
-            stopped early; else None.
+        history: {"loss": (K, B), "step": (K, B)} per iteration of the mask methods (I-GOS family:
+            the accepted step, NaN once an image stopped early; Mask: Adam's learning rate); else None.
         passes: images forwarded and backpropagated through the model.
         options: the resolved options.
     """
@@ -121,7 +121,8 @@ def explain(model: nn.Module, images: Tensor, *, method: str = "igos++", targets
             masks, history = result.masks, {"loss": result.loss, "step": result.step}
             saliency = 1 - masks.prod(dim=1)
         elif method == "mask":
-            masks = meaningful_perturbation_masks(scorer, images, baselines, chosen, size, parsed)
+            masks, losses = meaningful_perturbation_masks(scorer, images, baselines, chosen, size, parsed)
+            history = {"loss": losses, "step": torch.full_like(losses, parsed.learning_rate)}
             saliency = 1 - masks[:, 0]
         else:
             saliency = _normalise(resize_map(_map_of(method, parsed, scorer, images, baselines, chosen, generators,

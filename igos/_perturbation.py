@@ -51,22 +51,26 @@ def rise_saliency(scorer: ScoredModel, images: Tensor, targets: Tensor, options:
 
 
 def meaningful_perturbation_masks(scorer: ScoredModel, images: Tensor, baselines: Tensor, targets: Tensor,
-                                  mask_size: tuple[int, int], options: MaskOptions) -> Tensor:
+                                  mask_size: tuple[int, int], options: MaskOptions) -> tuple[Tensor, Tensor]:
     """Fong & Vedaldi: minimise f_c(Φ(I, B; U(m))) + λ1·mean|1−m| + λ2·TV_β(m) with Adam, clamp to [0, 1].
 
-    Returns masks (B, 1, h, w), low = important.
+    Returns:
+        masks (B, 1, h, w), low = important, and the loss before each step (K, B).
     """
     problem = PathProblem(scorer, images, baselines, targets, (Term("deletion", (0,), 1.0),), n_masks=1,
                           ig_steps=1, noise_std=0.0)
     rows = torch.arange(len(images), device=images.device)
     masks = torch.ones(len(images), 1, *mask_size, device=images.device, dtype=images.dtype, requires_grad=True)
     optimizer = torch.optim.Adam([masks], lr=options.learning_rate)
-    for _ in range(options.iterations):
+    losses = images.new_empty(options.iterations, len(images))
+    for iteration in range(options.iterations):
         optimizer.zero_grad()
-        problem.scores(rows, masks, None, grad_weights=problem.signs)
+        scores = problem.scores(rows, masks, None, grad_weights=problem.signs)[:, 0]
         product = masks[:, 0]
-        (options.l1_coeff * l1(product) + options.tv_coeff * tv(product, options.tv_beta)).sum().backward()
+        regularizer = options.l1_coeff * l1(product) + options.tv_coeff * tv(product, options.tv_beta)
+        regularizer.sum().backward()
+        losses[iteration] = scores + regularizer.detach()
         optimizer.step()
         with torch.no_grad():
             masks.clamp_(0, 1)
-    return masks.detach()
+    return masks.detach(), losses

@@ -121,3 +121,14 @@ def test_cuda_follows_the_tensors_and_matches_cpu(method):
         inside = window_mask(SIZE, WINDOW)
         assert (top_fraction_inside(gpu.upsample().cpu(), inside) >= 0.8).all()
         assert (top_fraction_inside(cpu.upsample(), inside) >= 0.8).all()
+
+
+@pytest.mark.parametrize("method", ["igos++", "igos", "mask"])
+def test_mask_methods_return_masks_and_history(model, images, method):
+    explanation = igos.explain(model, images, method=method, mask_size=16, **METHOD_OPTIONS[method])
+    masks = 2 if method == "igos++" else 1
+    assert explanation.masks.shape == (3, masks, 16, 16)
+    torch.testing.assert_close(explanation.saliency, 1 - explanation.masks.prod(dim=1))
+    iterations = METHOD_OPTIONS[method]["iterations"]
+    assert explanation.history["loss"].shape == explanation.history["step"].shape == (iterations, 3)
+    assert torch.isfinite(explanation.history["loss"][0]).all()
