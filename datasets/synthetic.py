@@ -444,7 +444,7 @@ def _draw_lesion(label: str, a: _Anatomy, lungs: np.ndarray, rng: np.random.Gene
     zone = rng.choice(3, p=[0.3, 0.3, 0.4])
     focal_y = a.top + (a.base - a.top) * rng.uniform(*[(0.2, 0.35), (0.42, 0.58), (0.62, 0.78)][zone])
     focal_x = 0.5 + side * (a.medial + (a.lateral - a.medial) * rng.uniform(0.35, 0.7))
-    focal_r = rng.uniform(0.06, 0.1, 2)
+    focal_r = rng.uniform(0.08, 0.13, 2)
     patches = [(s, rng.uniform(0.62, 0.88), rng.uniform(0.01, 0.05), rng.uniform(0.06, 0.1), rng.uniform(0.6, 1.0))
                for s in (-1, 1) for _ in range(3)]
     counts = rng.integers(1, 4, 2)
@@ -501,7 +501,7 @@ def chest_radiograph(label: str, *, size: int = 256, seed: int | Sequence[int] =
     anatomy = replace(anatomy, base=anatomy.base + breath)
     density, lungs, _ = _draw_anatomy(anatomy, patient_rng, size)
     shape = _draw_lesion(label, anatomy, lungs, lesion_rng, size)
-    amplitude = {"normal": 0.0, "pneumonia": 0.08 + 0.28 * severity, "COVID-19": 0.06 + 0.2 * severity}[label]
+    amplitude = {"normal": 0.0, "pneumonia": 0.07 + 0.37 * severity, "COVID-19": 0.05 + 0.27 * severity}[label]
     density = density + amplitude * shape
 
     angle, zoom = pose_rng.uniform(-4, 4), pose_rng.uniform(0.95, 1.06)

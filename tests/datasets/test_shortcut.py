@@ -3,6 +3,10 @@
 Trained on the images with text, its COVID-19 recall falls on `test_decorrelated` (the same
 radiographs with the hospital, hence the text, drawn independently of the label); trained on the
 ground-truth clean images it learns the lesions instead, and the text no longer moves it.
+
+The CNN keeps a coarse 3×3 spatial map before its linear head: pipeline.models' SmallCNN pools
+globally and, trained this briefly, cannot tell a lung opacity from the heart (about 45% on clean
+images), so it would show nothing about lesions either way. Measured on 2 CPU cores: about 45 s.
 """
 
 import pytest
@@ -11,7 +15,6 @@ from torch import nn
 
 from datasets.synthetic import generate, split_records
 from datasets.torch import LABEL_ORDER, CXRDataset
-from pipeline.models import build_classifier
 
 N_TRAIN, N_TEST, SIZE, EPOCHS, BATCH, LEARNING_RATE = 300, 90, 96, 12, 32, 3e-3
 COVID = LABEL_ORDER.index("COVID-19")
@@ -30,10 +33,22 @@ def load(root, split, *, clean=False):
     return (images - 0.5) / 0.225, torch.tensor(dataset.targets)
 
 
+def small_cnn() -> nn.Module:
+    """Four conv-BN-ReLU-pool stages (16, 32, 64, 64), 3×3 average pooling, dropout, linear head."""
+    layers: list[nn.Module] = []
+    channels = 1
+    for width in (16, 32, 64, 64):
+        layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                   nn.MaxPool2d(2)]
+        channels = width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Dropout(0.2),
+                         nn.Linear(channels * 9, len(LABEL_ORDER)))
+
+
 def train(images, labels, seed=0):
     """Adam with a one-cycle schedule on cross-entropy (as pipeline.quick_audit), deterministic by seed."""
     torch.manual_seed(seed)
-    model = build_classifier("small_cnn", len(LABEL_ORDER))
+    model = small_cnn()
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     steps = EPOCHS * -(-len(images) // BATCH)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, LEARNING_RATE, total_steps=steps)
@@ -70,7 +85,7 @@ def test_a_cnn_trained_with_text_loses_covid_recall_when_the_text_is_decorrelate
     decorrelated_accuracy, decorrelated_recall = scores(predict(model, decorrelated_images), labels)
     print(f"\ntext-trained: test accuracy {accuracy:.1f}%, COVID-19 recall {recall:.1f}%; test_decorrelated "
           f"accuracy {decorrelated_accuracy:.1f}%, COVID-19 recall {decorrelated_recall:.1f}%")
-    assert recall >= 80
+    assert recall >= 70
     assert recall - decorrelated_recall >= 15
     assert accuracy - decorrelated_accuracy >= 10
 
@@ -85,5 +100,6 @@ def test_a_cnn_trained_with_text_loses_covid_recall_when_the_text_is_decorrelate
     print(f"clean-trained: clean test accuracy {clean_accuracy:.1f}%, COVID-19 recall {clean_recall:.1f}%; with "
           f"text: test recall {text_recall:.1f}%, test_decorrelated recall {text_decorrelated_recall:.1f}% "
           f"(accuracy {text_accuracy:.1f}% / {text_decorrelated_accuracy:.1f}%)")
-    assert clean_accuracy >= 70 and clean_recall >= 60  # it learned the lesions, not chance
-    assert abs(text_recall - text_decorrelated_recall) < 15  # the text no longer moves it
+    assert clean_accuracy >= 65 and clean_recall >= 60  # it learned the lesions, not chance
+    assert abs(text_recall - text_decorrelated_recall) < 15  # the text no longer moves it ...
+    assert abs(text_recall - text_decorrelated_recall) <= (recall - decorrelated_recall) - 15  # ... as it did
