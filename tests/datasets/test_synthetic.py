@@ -19,14 +19,12 @@ from datasets.synthetic import (
     HOSPITALS,
     LABELS,
     MANIFEST,
-    SOURCES,
     SPLIT_FILES,
     SPLITS,
     burn_text,
     chest_radiograph,
     generate,
     read_truth,
-    render,
     sample,
     split_records,
 )
@@ -65,13 +63,8 @@ def test_lesions_only_in_diseased_classes():
 @pytest.mark.parametrize("shortcut", [1.0, 0.0])
 def test_shortcut_sets_how_often_the_source_matches_the_label(shortcut):
     images = sample(300, size=32, seed=5, shortcut=shortcut)
-    matches = np.mean([item.source == SOURCES[LABELS.index(item.label)].name for item in images])
-    assert matches == 1.0 if shortcut == 1.0 else abs(matches - 1 / 3) < 0.08
-
-
-def test_unknown_label_is_rejected():
-    with pytest.raises(ValueError, match="label must be one of"):
-        render("tuberculosis", SOURCES[0], np.random.default_rng(0), 32)
+    matches = np.mean([item.source == HOME_HOSPITAL[item.label] for item in images])
+    assert matches == 1.0 if shortcut == 1.0 else abs(matches - 1 / len(HOSPITALS)) < 0.08
 
 
 # ---- chest_radiograph, burn_text and generate (the synthetic COVIDx on disk) -------------------
@@ -296,3 +289,8 @@ def test_cli_synth_writes_a_dataset_and_refuses_to_overwrite(tmp_path):
     again = runner.invoke(app, arguments)
     assert again.exit_code == 1 and "not empty" in again.output
     assert runner.invoke(app, [*arguments, "--overwrite", "--seed", "2"]).exit_code == 0
+
+
+def test_unknown_label_is_rejected():
+    with pytest.raises(ValueError, match="label must be one of"):
+        chest_radiograph("tuberculosis", size=32)
