@@ -30,7 +30,12 @@ def demo(
     """Generate synthetic radiographs with a text shortcut, train a small CNN, explain it with iGOS++."""
     from flows.demo import run_demo
 
-    result = run_demo(out, QuickAuditConfig(n_explain=n_explain, seed=seed, igos_mode=mode))
+    try:
+        config = QuickAuditConfig(n_explain=n_explain, seed=seed, igos_mode=mode)
+    except ValueError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    result = run_demo(out, config)
     table = result.table
     typer.echo(f"test accuracy {result.test_accuracy:.1%}; mean text share of saliency {table.text_share.mean():.1%}"
                f" on {table.text_area.mean():.1%} of the area; insertion {table.insertion_auc.mean():.3f}, "

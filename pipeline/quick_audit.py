@@ -43,6 +43,12 @@ class QuickAuditConfig:
     igos_ig_steps: int = 15
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.igos_mode not in ("fast", "faithful"):
+            raise ValueError(f"igos_mode must be 'fast' or 'faithful', got {self.igos_mode!r}")
+        if min(self.n_train, self.n_test, self.n_explain, self.epochs) < 1 or self.n_explain > self.n_test:
+            raise ValueError("n_train, n_test, epochs must be >= 1 and 1 <= n_explain <= n_test")
+
 
 @dataclass
 class QuickAuditResult:

@@ -26,3 +26,9 @@ def test_demo_writes_tables_and_heatmaps(tmp_path):
 def test_cli_help_lists_the_demo():
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0 and "demo" in result.output
+
+
+def test_cli_rejects_a_bad_mode_before_any_work(tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "run"), "--mode", "turbo"])
+    assert result.exit_code == 2 and "igos_mode must be" in result.output
+    assert not (tmp_path / "run").exists()
