@@ -51,8 +51,6 @@ from pipeline.text import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results" / "text_detection.md"
-_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
-_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 
 
 @dataclass
@@ -143,10 +141,7 @@ class Maps:
 
     def __init__(self, detector: CraftDetector, image: np.ndarray, long_side: int) -> None:
         canvas, self.scale_x, self.scale_y = _canvas(image, long_side)
-        batch = ((canvas - _MEAN) / _STD).transpose(2, 0, 1)[None]
-        with torch.no_grad():
-            output, _ = detector.net(torch.from_numpy(np.ascontiguousarray(batch)))
-        self.maps = output[0].numpy()
+        self.maps = detector._forward([canvas])[0]
         self.image = image
 
     def boxes(self, detector: CraftDetector, config: TextConfig):

@@ -41,12 +41,12 @@ def rise_saliency(scorer: ScoredModel, images: Tensor, targets: Tensor, options:
             index = torch.arange(len(rows), device=images.device)[:, None, None]
             return big[:, 0][index, ys[:, :, None], xs[:, None, :]]
 
-        image = images[b : b + 1]
-        scores = scorer.scores_of_rows(options.n_masks, lambda rows, image=image: image * smooth_masks(rows)[:, None],
-                                       targets[b].repeat(options.n_masks))
         for start in range(0, options.n_masks, scorer.batch_size):
             rows = torch.arange(start, min(options.n_masks, start + scorer.batch_size), device=images.device)
-            saliency[b] += torch.einsum("n,nhw->hw", scores[rows], smooth_masks(rows))
+            masks = smooth_masks(rows)  # each chunk's masks are built once: scored, then accumulated
+            with torch.no_grad():
+                scores = scorer.target_scores(images[b : b + 1] * masks[:, None], targets[b].repeat(len(rows)))
+            saliency[b] += torch.einsum("n,nhw->hw", scores, masks)
     return saliency / (options.n_masks * options.keep_prob)
 
 

@@ -260,7 +260,6 @@ class CraftDetector:
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[TextBox]]:
         """Boxes for each image (H, W) float32 in [0, 1], in that image's pixels."""
-        import torch
 
         config = self.config
         prepared = [_canvas(_check_image(image), config.long_side) for image in images]
@@ -271,10 +270,7 @@ class CraftDetector:
         for indices in groups.values():
             for start in range(0, len(indices), config.batch_size):
                 chunk = indices[start : start + config.batch_size]
-                batch = np.stack([(prepared[i][0] - _MEAN) / _STD for i in chunk]).transpose(0, 3, 1, 2)
-                with torch.no_grad():
-                    output, _ = self.net(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
-                maps = output.float().cpu().numpy()
+                maps = self._forward([prepared[i][0] for i in chunk])
                 for i, score in zip(chunk, maps, strict=True):
                     _, scale_x, scale_y = prepared[i]
                     boxes = self._boxes(score[:, :, 0], score[:, :, 1], scale_x, scale_y)
@@ -283,16 +279,21 @@ class CraftDetector:
 
     def score_maps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """CRAFT's (region, link) score maps of `image`, resized to the image's own (H, W)."""
-        import torch
 
         canvas, scale_x, scale_y = _canvas(_check_image(image), self.config.long_side)
-        batch = ((canvas - _MEAN) / _STD).transpose(2, 0, 1)[None]
-        with torch.no_grad():
-            output, _ = self.net(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
-        maps = output[0].float().cpu().numpy()
+        maps = self._forward([canvas])[0]
         height, width = image.shape
         h, w = round(height * scale_y / 2), round(width * scale_x / 2)
         return tuple(cv2.resize(maps[:h, :w, k], (width, height), interpolation=cv2.INTER_LINEAR) for k in (0, 1))
+
+    def _forward(self, canvases: Sequence[np.ndarray]) -> np.ndarray:
+        """CRAFT on same-size canvases (h, w, 3) uint8-range floats → score maps (n, h/2, w/2, 2)."""
+        import torch
+
+        batch = np.stack([(canvas - _MEAN) / _STD for canvas in canvases]).transpose(0, 3, 1, 2)
+        with torch.no_grad():
+            output, _ = self.net(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
+        return output.float().cpu().numpy()
 
     def _boxes(self, region: np.ndarray, link: np.ndarray, scale_x: float, scale_y: float) -> list[TextBox]:
         """Connected components of the score maps (half the canvas resolution) → boxes in image pixels."""
