@@ -11,10 +11,11 @@ export DO_NOT_TRACK := 1
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
-	@# Tesseract is the optional second text detector; its tests skip when it cannot be installed.
-	@command -v tesseract >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-		{ apt-get update -qq && apt-get install -y -qq tesseract-ocr >/dev/null; } || \
-		echo "note: tesseract-ocr not installed; its tests will skip"; }
+	@# Debian tools the tests use: tesseract-ocr (the second text detector) and chromium (renders the
+	@# HTML report in a test). Their tests skip when they cannot be installed.
+	@{ command -v tesseract && command -v chromium; } >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get update -qq && apt-get install -y -qq tesseract-ocr chromium >/dev/null; } || \
+		echo "note: tesseract-ocr / chromium not installed; their tests will skip"; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
