@@ -1,0 +1,506 @@
+"""The audit report of a run directory: `render(run_dir)` writes `report.html` and `summary.md`.
+
+Everything comes from the files a run wrote (docs/run-directory.md), so an old run re-renders. A section
+whose files are missing says "not run" (a run killed half way still renders). The HTML is self-contained:
+styles, a few lines of script that make tables sortable, and figures as base64 PNG data URIs.
+
+Privacy: the report shows aggregates, dataset filenames (gallery captions, rejects) and the run's config;
+it never shows the `patient_id` column of any table, and never reads image headers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import numpy as np
+import pandas as pd
+from matplotlib import image as mpimage
+
+from reports.figures import Panel, confusion_png, distribution_png, panels_png
+
+LOG = logging.getLogger(__name__)
+
+ALPHA = 0.01  # McNemar p below this counts as a significant change
+SPLIT_ORDER = ("test", "test_decorrelated", "test_pp")
+HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+N_PAIRS = 4  # COVIDx++ before/after pairs shown
+PAIR_SIDE = 256  # long side (pixels) of a before/after image in the report
+STAGE_TIMES = (("train A", "models/a_history.csv"), ("train B", "models/b_history.csv"),
+               ("text detection", "text/detections.csv"), ("explain A", "explain/a/index.csv"),
+               ("explain B", "explain/b/index.csv"))
+SHORTCUTS_NOT_TESTED = (
+    "Burned-in text is one shortcut among several: source-specific processing, borders and collimation, "
+    "laterality markers, patient positioning (portable films) and devices are untouched by inpainting, "
+    "which does not remove source identity. These results say nothing about those."
+)
+
+
+@dataclass(frozen=True)
+class Text:
+    """A paragraph."""
+
+    text: str
+    kind: str = "text"
+
+
+@dataclass(frozen=True)
+class Code:
+    """Preformatted text."""
+
+    text: str
+    kind: str = "code"
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of display strings (see `_display`), sortable in the HTML."""
+
+    caption: str
+    frame: pd.DataFrame
+    kind: str = "table"
+
+    def html(self) -> str:
+        return self.frame.to_html(index=False, classes="sortable", border=0, escape=True)
+
+
+@dataclass(frozen=True)
+class Image:
+    """A PNG figure (HTML only)."""
+
+    caption: str
+    png: bytes
+    kind: str = "image"
+
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+
+Block = Text | Code | Table | Image
+
+
+@dataclass
+class Section:
+    """One numbered report section; `missing` lists the run files whose absence left it not run."""
+
+    number: int
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def anchor(self) -> str:
+        return f"section-{self.number}"
+
+
+def _split_key(split: str) -> tuple[int, str]:
+    """The contract's split order first, other splits after, alphabetically."""
+    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split)
+
+
+class Run:
+    """Read access to a run directory's files; a missing or unreadable file reads as None."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def csv(self, relative: str) -> pd.DataFrame | None:
+        path = self.root / relative
+        if not path.is_file():
+            return None
+        try:
+            return pd.read_csv(path)
+        except (OSError, ValueError) as error:  # pandas' parser errors are ValueErrors
+            LOG.warning("%s: unreadable (%s): treated as not run", path, error)
+            return None
+
+    def text(self, relative: str) -> str | None:
+        path = self.root / relative
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+
+    def json(self, relative: str) -> dict | None:
+        text = self.text(relative)
+        try:
+            return json.loads(text) if text is not None else None
+        except ValueError as error:
+            LOG.warning("%s: unreadable JSON (%s)", self.root / relative, error)
+            return None
+
+    def npz(self, relative: str) -> dict[str, np.ndarray] | None:
+        path = self.root / relative
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+
+    def predictions(self, model: str) -> dict[str, pd.DataFrame]:
+        """The model's readable predictions per test split, in the contract's split order."""
+        found = [path.stem[len(model) + 1:] for path in (self.root / "predictions").glob(f"{model}_*.csv")]
+        frames = {split: self.csv(f"predictions/{model}_{split}.csv") for split in sorted(found, key=_split_key)}
+        return {split: frame for split, frame in frames.items() if frame is not None}
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def _number(value: object, digits: int = 3) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return "" if math.isnan(value) else f"{value:.{digits}f}"
+    return "" if value is None else str(value)
+
+
+def _p(value: float) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:.2g}"
+
+
+def _with_ci(value: float, low: float, high: float) -> str:
+    interval = f" [{_number(low)}, {_number(high)}]" if not (math.isnan(low) or math.isnan(high)) else ""
+    return _number(value) + interval
+
+
+def _display(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every cell as its display string: floats with 3 decimals, p-values with 2 significant digits."""
+    shown = frame.copy()
+    for column in shown.columns:
+        format_cell = _p if column == "p_value" else _number
+        shown[column] = [format_cell(value) for value in shown[column].tolist()]
+    return shown
+
+
+def _table(caption: str, frame: pd.DataFrame) -> Table:
+    return Table(caption, _display(frame.drop(columns=["patient_id"], errors="ignore")))
+
+
+def _not_run(what: str, *paths: str) -> Text:
+    return Text(f"{what}: not run ({', '.join(paths)} missing).")
+
+
+def _source(frame: pd.DataFrame) -> pd.Series:
+    return frame["source"].fillna("").astype(str).replace("", "(none)")
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _section_run(run: Run, summary: Mapping) -> Section:
+    section = Section(1, "What was run")
+    if summary:
+        seconds = summary.get("seconds")
+        section.blocks.append(Text(f"Run {summary.get('run_id', run.root.name)}; time taken: "
+                                   f"{_number(seconds, 0) + ' s' if seconds is not None else 'not recorded'}."))
+    else:
+        section.missing.append("summary.json")
+    counts = [frame.assign(split=split, source=_source(frame)).groupby(["split", "label", "source"]).size()
+              for split, frame in run.predictions("a").items()]
+    if counts:
+        section.blocks.append(_table("Test images per split, class and source",
+                                     pd.concat(counts).rename("images").reset_index()))
+    if summary.get("dataset"):
+        flat = pd.json_normalize(summary["dataset"], sep=" / ").T.reset_index()
+        section.blocks.append(_table("Dataset counts (summary.json)", flat.set_axis(["count", "value"], axis=1)))
+    metas = {m: meta for m in "ab" if (meta := run.json(f"models/{m}.json"))}
+    if metas:
+        rows = [{"model": m.upper(), **{k: v for k, v in meta.items() if not isinstance(v, (dict, list))},
+                 "labels": ", ".join(meta.get("labels", []))} for m, meta in metas.items()]
+        section.blocks.append(_table("Classifiers (checkpoint metadata: seeds, sizes, training-data hash)",
+                                     pd.DataFrame(rows)))
+    section.blocks.append(Text("Package versions: " + (", ".join(f"{k} {v}" for k, v in summary["versions"].items())
+                                                      if summary.get("versions") else "not recorded by this run.")))
+    timings = {stage: frame["seconds"].sum() for stage, relative in STAGE_TIMES
+               if (frame := run.csv(relative)) is not None and "seconds" in frame}
+    if timings:
+        section.blocks.append(_table("Time per stage (s)", pd.DataFrame(timings.items(), columns=["stage", "seconds"])))
+    config = run.text("config.yaml")
+    if config is None:
+        section.missing.append("config.yaml")
+    else:
+        seeds = [line.strip() for line in config.splitlines() if re.search(r"seed\w*\s*:", line)]
+        section.blocks.append(Text("Seeds: " + ("; ".join(seeds) if seeds else "none in config.yaml") + "."))
+        section.blocks.append(Code(config))
+    return section
+
+
+def _confusion(frame: pd.DataFrame, title: str) -> list[Block]:
+    labels = list(dict.fromkeys([*frame["label"], *frame["predicted"]]))
+    counts = pd.crosstab(frame["label"], frame["predicted"]).reindex(index=labels, columns=labels, fill_value=0)
+    table = counts.rename_axis(index="true \\ predicted", columns=None).reset_index()
+    return [Image(title, confusion_png(counts.to_numpy(), labels, title)), _table(title, table)]
+
+
+def _metric_table(metrics: pd.DataFrame, model: str) -> pd.DataFrame:
+    """metric × split cells "value [ci_low, ci_high]" of one model on all images."""
+    rows = metrics[(metrics["model"] == model) & (metrics["stratum_kind"] == "all")]
+    cells = rows.assign(cell=[_with_ci(*r) for r in rows[["value", "ci_low", "ci_high"]].itertuples(index=False)])
+    return cells.pivot(index="metric", columns="split", values="cell").reset_index().rename_axis(columns=None)
+
+
+def _section_model_a(run: Run, metrics: pd.DataFrame | None) -> Section:
+    section = Section(2, "Classifier A")
+    predictions = run.predictions("a")
+    if not predictions:
+        section.missing.append("predictions/a_<split>.csv")
+        return section
+    if metrics is not None:
+        section.blocks.append(Table("Metrics of A on each test split (95 % paired-bootstrap interval)",
+                                    _metric_table(metrics, "a")))
+    else:
+        section.blocks.append(_not_run("Intervals", "compare/metrics.csv"))
+    for split, frame in predictions.items():
+        section.blocks.append(Text(f"{split}: {len(frame)} images, accuracy {_number(frame['correct'].mean())}."))
+        section.blocks.extend(_confusion(frame, f"A on {split}: confusion matrix"))
+    return section
+
+
+def _share_plot(frames: Mapping[str, pd.DataFrame], by: Callable[[pd.DataFrame], pd.Series], what: str) -> Image:
+    """Distribution of text_share per group (and per model when there are several frames)."""
+    groups, chance = {}, {}
+    for model, frame in frames.items():
+        for group, rows in frame.groupby(by(frame), sort=True):
+            name = f"{model} · {group}" if len(frames) > 1 else str(group)
+            groups[name], chance[name] = rows["text_share"].to_numpy(), float(rows["text_area"].mean())
+    title = f"Share of saliency on detected text per {what} (red: mean text area = chance level)"
+    return Image(title, distribution_png(groups, "text_share", title, chance))
+
+
+def _lesion_hits(audit: pd.DataFrame) -> Block:
+    if "lesion_share" not in audit:
+        return Text("Lesion-hit rate: not applicable (no lesion ground truth: real data).")
+    lesions = audit[audit["label"].astype(str).str.lower() != "normal"]
+    hits = lesions.assign(hit=lesions["lesion_share"] > lesions["text_share"]).groupby("label").agg(
+        images=("hit", "size"), mean_lesion_share=("lesion_share", "mean"), mean_text_share=("text_share", "mean"),
+        lesion_hit_rate=("hit", "mean")).reset_index()
+    return _table("Lesion-hit rate on synthetic data (an image with a lesion is a hit when more saliency lies on "
+                  "the lesion than on the text)", hits)
+
+
+def _gallery(gallery: Mapping[str, np.ndarray]) -> list[Block]:
+    boxes = json.loads(str(gallery["boxes"]))
+    blocks: list[Block] = []
+    for i, name in enumerate(gallery["filenames"]):
+        image = gallery["images"][i]
+        title = (f"{name}: {gallery['labels'][i]} predicted {gallery['predicted'][i]}, "
+                 f"text share {_number(float(gallery['text_share'][i]))}")
+        panels = [Panel("image", image), Panel("iGOS++ overlay", image, gallery["saliency"][i]),
+                  Panel("detected text", image, boxes=boxes[i]), Panel("inpainted", gallery["inpainted"][i])]
+        blocks.append(Image(title, panels_png(panels, title)))
+    return blocks
+
+
+def _section_audit_a(run: Run, summary: Mapping) -> Section:
+    section = Section(3, "Audit of A")
+    audit = run.csv("audit/a.csv")
+    if audit is None:
+        section.missing.append("audit/a.csv")
+        return section
+    counterfactual = audit[audit["counterfactual"].astype(bool)]
+    section.blocks.append(Text(
+        f"{len(audit)} images audited; {int(audit['flagged'].sum())} flagged as text-reliant "
+        f"(flagged rate {_number(audit['flagged'].mean())}); mean text share {_number(audit['text_share'].mean())} "
+        f"on a mean text area of {_number(audit['text_area'].mean())}. Counterfactuals (text inpainted, A re-run): "
+        f"{len(counterfactual)}, prediction changed in {int(counterfactual['cf_prediction_changed'].eq(True).sum())}, "
+        f"mean drop of the target probability {_number(counterfactual['cf_probability_drop'].mean())}."))
+    quality = {k: summary[k] for k in ("flag_precision", "flag_recall", "share_roc_auc") if k in summary}
+    if quality:
+        section.blocks.append(_table("Flag quality against the text ground truth (synthetic data)",
+                                     pd.DataFrame([quality])))
+    section.blocks.append(_share_plot({"A": audit}, lambda f: f["label"], "class"))
+    section.blocks.append(_share_plot({"A": audit}, _source, "source"))
+    for what in ("class", "source"):
+        table = run.csv(f"audit/a_by_{what}.csv")
+        section.blocks.append(_table(f"Audit of A per {what}: flagged rate and counterfactual results", table)
+                              if table is not None else _not_run(f"Per-{what} summary", f"audit/a_by_{what}.csv"))
+    gallery = run.npz("audit/a_gallery.npz")
+    section.blocks.extend(_gallery(gallery) if gallery is not None else [_not_run("Gallery", "audit/a_gallery.npz")])
+    section.blocks.append(_lesion_hits(audit))
+    return section
+
+
+def _read_gray(path: Path) -> np.ndarray | None:
+    """A PNG/JPEG as (H, W) float in [0, 1], long side at most PAIR_SIDE; None when unreadable (e.g. DICOM)."""
+    try:
+        pixels = mpimage.imread(path)
+    except (OSError, ValueError, SyntaxError):
+        return None
+    if np.issubdtype(pixels.dtype, np.integer):
+        pixels = pixels / np.iinfo(pixels.dtype).max
+    if pixels.ndim == 3:
+        pixels = pixels[..., :3].mean(axis=2)
+    step = max(1, math.ceil(max(pixels.shape) / PAIR_SIDE))
+    return pixels[::step, ::step].astype(np.float32)
+
+
+def _section_covidx_pp(run: Run) -> Section:
+    section = Section(4, "COVIDx++")
+    manifest = run.csv("covidx_pp/manifest.csv")
+    if manifest is None:
+        section.missing.append("covidx_pp/manifest.csv")
+        return section
+    counts = manifest["status"].value_counts().reindex(["cleaned", "unchanged", "rejected"], fill_value=0)
+    section.blocks.append(_table("Images per status", counts.rename("images").reset_index()))
+    cleaned = manifest[manifest["status"] == "cleaned"]
+    fraction = cleaned["masked_fraction"]
+    area = pd.DataFrame([{"images": len(cleaned), "mean": fraction.mean(), "median": fraction.median(),
+                          "max": fraction.max()}])
+    section.blocks.append(_table("Masked area of the cleaned images (fraction of the image)", area))
+    rejected = manifest[manifest["status"] == "rejected"][["source", "reason"]]
+    section.blocks.append(_table("Rejected images", rejected) if len(rejected) else Text("No image was rejected."))
+    shown = 0
+    for row in cleaned.sort_values("masked_fraction", ascending=False).itertuples():
+        before, after = _read_gray(run.root / "data" / row.source), _read_gray(run.root / "covidx_pp" / row.output)
+        if before is None or after is None or shown == N_PAIRS:
+            continue
+        title = f"{row.source}: {_number(row.masked_fraction)} of the image masked"
+        section.blocks.append(Image(title, panels_png([Panel("before", before), Panel("after (COVIDx++)", after)],
+                                                      title)))
+        shown += 1
+    if not shown:
+        section.blocks.append(Text("Before/after pairs: the source images are outside the run directory (or not "
+                                   "PNG/JPEG); section 3's gallery shows image and inpainted side by side."))
+    return section
+
+
+def _verdict(summary: Mapping, metrics: pd.DataFrame, mcnemar: pd.DataFrame) -> list[str]:
+    """Plain-language reading of the comparison, conditional on the numbers."""
+    all_rows = metrics[metrics["stratum_kind"] == "all"]
+    covid = next((m for m in ("recall_COVID-19", "recall_positive") if m in set(all_rows["metric"])), "macro_recall")
+    tests = mcnemar[mcnemar["stratum_kind"] == "all"].set_index("split")["p_value"]
+    lines = []
+    for split in sorted(set(all_rows["split"]), key=_split_key):
+        values = all_rows[(all_rows["split"] == split) & (all_rows["metric"] == covid)].set_index("model")
+        if not {"a", "b", "b-a"} <= set(values.index):
+            continue
+        diff, low, high = values.loc["b-a", ["value", "ci_low", "ci_high"]]
+        p = tests.get(split, float("nan"))
+        line = (f"On {split}, {covid} is {_number(values.loc['a', 'value'])} for A and "
+                f"{_number(values.loc['b', 'value'])} for B: difference {_with_ci(diff, low, high)}, "
+                f"McNemar p = {_p(p) or 'not computed'}.")
+        if not p < ALPHA:
+            line += (f" Not significant at p < {ALPHA}: the numbers do not show that removing the text changed "
+                     "the classifier here.")
+        elif diff == 0:
+            line += f" A and B err on different images (McNemar), but {covid} did not change."
+        elif split == "test_decorrelated":
+            line += (" On this split text and label are independent, so the text shortcut was real and removing "
+                     "it helped." if diff > 0 else " On this split text and label are independent: removing the "
+                     "text made B worse, so the inpainting removed signal or added artefacts.")
+            if low <= 0 <= high:
+                line += f" The interval of the {covid} difference includes 0: the size of the effect is uncertain."
+        else:
+            line += (" Text and label are confounded with the source on this split: a model that recognises the "
+                     "source scores well either way, so a change here proves little about shortcuts.")
+        lines.append(line)
+    if "test_decorrelated" not in set(all_rows["split"]):
+        lines.append("This run has no test split where text and label are independent; a gain on a confounded "
+                     "test split proves little, so read the per-source strata below.")
+    share_a, share_b = summary.get("text_share_a"), summary.get("text_share_b")
+    if share_a is not None and share_b is not None:
+        moved = "fell" if share_b < share_a else "did not fall"
+        lines.append(f"The mean share of saliency on text {moved} from {_number(share_a)} (A) to {_number(share_b)} "
+                     "(B), see section 6.")
+    lines.append(SHORTCUTS_NOT_TESTED)
+    return lines
+
+
+def _section_compare(run: Run, summary: Mapping, metrics: pd.DataFrame | None) -> Section:
+    section = Section(5, "Classifier B vs A")
+    mcnemar = run.csv("compare/mcnemar.csv")
+    section.missing = [p for p, f in (("compare/metrics.csv", metrics), ("compare/mcnemar.csv", mcnemar)) if f is None]
+    if section.missing:
+        return section
+    section.blocks.extend(Text(line, kind="verdict") for line in _verdict(summary, metrics, mcnemar))
+    cells = metrics.assign(cell=[_with_ci(*r) for r in metrics[["value", "ci_low", "ci_high"]].itertuples(index=False)])
+    wide = cells.pivot_table(index=["split", "stratum_kind", "stratum", "metric"], columns="model", values="cell",
+                             aggfunc="first").reindex(columns=["a", "b", "b-a"]).reset_index()
+    wide = wide.rename(columns={"a": "A", "b": "B", "b-a": "B − A"}).rename_axis(columns=None)
+    overall = wide["stratum_kind"] == "all"
+    section.blocks.append(Table("Paired comparison on all images (95 % paired-bootstrap intervals)", wide[overall]))
+    headline = wide["metric"].isin(HEADLINE_METRICS) | wide["metric"].str.startswith("recall_")
+    per_stratum = wide[~overall & headline]
+    section.blocks.append(Table("Per stratum (source; flagged by the audit of A)", per_stratum))
+    section.blocks.append(_table("McNemar's exact test on correctness (a_only: A right, B wrong)", mcnemar))
+    for split, frame in run.predictions("b").items():
+        section.blocks.extend(_confusion(frame, f"B on {split}: confusion matrix"))
+    return section
+
+
+def _section_reaudit(run: Run, summary: Mapping) -> Section:
+    section = Section(6, "Re-audit of B")
+    audits = {m.upper(): frame for m in "ab" if (frame := run.csv(f"audit/{m}.csv")) is not None}
+    if "B" not in audits:
+        section.missing.append("audit/b.csv")
+        return section
+    b_share = audits["B"]["text_share"].mean()
+    text = (f"Mean text share of B: {_number(b_share)}, against a chance level (the mean text area) of "
+            f"{_number(audits['B']['text_area'].mean())}.")
+    if "A" in audits:
+        a_share = audits["A"]["text_share"].mean()
+        moved = "moved off the text" if b_share < a_share else "did not move off the text"
+        text += f" A: {_number(a_share)}, so B's saliency {moved}."
+    section.blocks.append(Text(text))
+    section.blocks.append(_share_plot(audits, lambda f: f["label"], "class"))
+    for what in ("class", "source"):
+        tables = {m: run.csv(f"audit/{m}_by_{what}.csv") for m in "ab"}
+        if any(t is None for t in tables.values()):
+            section.blocks.append(_not_run(f"Share before vs after per {what}", f"audit/<m>_by_{what}.csv"))
+            continue
+        merged = tables["a"][["group", "mean_text_share", "flagged_rate"]].merge(
+            tables["b"][["group", "mean_text_share", "flagged_rate"]], on="group", how="outer", suffixes=("_a", "_b"))
+        merged["share_change"] = merged["mean_text_share_b"] - merged["mean_text_share_a"]
+        section.blocks.append(_table(f"Text share before (A) and after (B) per {what}", merged))
+    return section
+
+
+# ---------------------------------------------------------------- output
+
+
+def _markdown(sections: list[Section], title: str) -> str:
+    lines = [f"# {title}", ""]
+    for section in sections:
+        lines += [f"## {section.number}. {section.title}", ""]
+        if section.missing:
+            lines += [f"Not run ({', '.join(section.missing)} missing).", ""]
+        for block in section.blocks:
+            if isinstance(block, Table):
+                lines += [f"**{block.caption}**", "", block.frame.to_markdown(index=False, disable_numparse=True), ""]
+            elif isinstance(block, Code):
+                lines += ["```yaml", block.text.rstrip(), "```", ""]
+            elif isinstance(block, Text):
+                lines += [block.text, ""]
+    return "\n".join(lines)
+
+
+def render(run_dir: str | Path) -> Path:
+    """Write `report.html` and `summary.md` into the run directory from its files; returns the HTML path."""
+    run = Run(Path(run_dir))
+    if not run.root.is_dir():
+        raise FileNotFoundError(f"{run.root}: run directory not found")
+    summary = run.json("summary.json") or {}
+    metrics = run.csv("compare/metrics.csv")
+    sections = [_section_run(run, summary), _section_model_a(run, metrics), _section_audit_a(run, summary),
+                _section_covidx_pp(run), _section_compare(run, summary, metrics), _section_reaudit(run, summary)]
+    title = f"cxr-audit report: run {summary.get('run_id', run.root.name)}"
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                                     autoescape=True, undefined=jinja2.StrictUndefined)
+    html = environment.get_template("report.html.j2").render(title=title, sections=sections)
+    _write_atomic(run.root / "summary.md", _markdown(sections, title))
+    return _write_atomic(run.root / "report.html", html)
+
+
+def _write_atomic(path: Path, text: str) -> Path:
+    """Write through a temporary file and rename, so a reader never sees half a report."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+    return path

@@ -1,0 +1,152 @@
+"""reports.render on a tiny hand-written run: sections, embedded images, numbers, privacy, partial runs, Chromium."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib import image as mpimage
+
+import reports
+from reports.render import _verdict
+from tests.reports.conftest import PLANTED_HEADER, PLANTED_PATIENT, SUMMARY, write_tiny_run
+
+TITLES = ("What was run", "Classifier A", "Audit of A", "COVIDx++", "Classifier B vs A", "Re-audit of B")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Page(HTMLParser):
+    """The parts of the report a test checks: h2 headings, img sources, table cells, scripts, links, text."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.headings: list[str] = []
+        self.images: list[str] = []
+        self.cells: list[str] = []
+        self.external: list[str] = []
+        self._tag = ""
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._tag = tag
+        values = dict(attrs)
+        if tag == "img":
+            self.images.append(values.get("src") or "")
+        if (tag == "script" and "src" in values) or (tag == "link" and values.get("href")):
+            self.external.append(str(values))
+
+    def handle_data(self, data: str) -> None:
+        if self._tag == "h2":
+            self.headings.append(data.strip())
+        elif self._tag in ("td", "th"):
+            self.cells.append(data.strip())
+
+    def handle_endtag(self, tag: str) -> None:
+        self._tag = ""
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = write_tiny_run(tmp_path_factory.mktemp("report") / "run")
+    return reports.render(run)
+
+
+def test_every_section_is_present_and_every_image_is_embedded(rendered: Path) -> None:
+    page = Page(rendered.read_text(encoding="utf-8"))
+    assert page.headings == [f"{i}. {title}" for i, title in enumerate(TITLES, 1)]
+    assert not page.external, "the report must open from disk without fetching anything"
+    # figures: 2 confusion (A) + 2 share plots + 2 gallery rows + 2 COVIDx++ pairs + 2 confusion (B) + 1 re-audit
+    assert len(page.images) == 11
+    for source in page.images:
+        assert source.startswith("data:image/png;base64,")
+        assert base64.b64decode(source.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
+    assert "Not run" not in rendered.read_text(encoding="utf-8")
+
+
+def test_numbers_shown_equal_the_run_tables(rendered: Path) -> None:
+    run = rendered.parent
+    cells = Page(rendered.read_text(encoding="utf-8")).cells
+    metrics = pd.read_csv(run / "compare/metrics.csv").set_index(["split", "stratum_kind", "model", "metric"])
+    row = metrics.loc[("test_decorrelated", "all", "b-a", "recall_COVID-19")]
+    assert f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]" in cells
+    by_class = pd.read_csv(run / "audit/a_by_class.csv").set_index("group")
+    assert f"{by_class.loc['COVID-19', 'mean_text_share']:.3f}" in cells
+    mcnemar = pd.read_csv(run / "compare/mcnemar.csv").set_index("split")
+    assert f"{mcnemar.loc['test_decorrelated', 'p_value']:.2g}" in cells
+    predictions = pd.read_csv(run / "predictions/a_test.csv")
+    covid_as_normal = ((predictions["label"] == "COVID-19") & (predictions["predicted"] == "normal")).sum()
+    assert str(covid_as_normal) in cells
+    manifest = pd.read_csv(run / "covidx_pp/manifest.csv")
+    assert f"{manifest['masked_fraction'][manifest['status'] == 'cleaned'].max():.3f}" in cells
+    markdown = (run / "summary.md").read_text(encoding="utf-8")
+    assert f"{SUMMARY['flag_precision']:.3f}" in markdown and "| test_decorrelated" in markdown
+    assert "## 6. Re-audit of B" in markdown
+
+
+def test_no_patient_identifier_reaches_the_report(rendered: Path) -> None:
+    for output in (rendered, rendered.parent / "summary.md"):
+        text = output.read_text(encoding="utf-8")
+        assert PLANTED_PATIENT not in text and PLANTED_HEADER not in text
+        assert "patient_id" not in text
+
+
+def test_a_partial_run_renders_with_not_run(tmp_path: Path) -> None:
+    run = write_tiny_run(tmp_path / "run")
+    for relative in ("compare", "audit", "covidx_pp"):
+        shutil.rmtree(run / relative)
+    (run / "summary.json").unlink()
+    html = reports.render(run).read_text(encoding="utf-8")
+    page = Page(html)
+    assert len(page.headings) == 6
+    for missing in ("compare/metrics.csv", "audit/a.csv", "covidx_pp/manifest.csv", "audit/b.csv", "summary.json"):
+        assert f"{missing}" in html
+    assert html.count("Not run (") == 5  # sections 1 (summary.json), 3, 4, 5, 6
+    assert "Intervals: not run" in html
+
+
+@pytest.mark.parametrize(("b_recall", "p", "expected", "absent"), [
+    (0.75, 0.004, "the text shortcut was real and removing it helped", "Not significant"),
+    (0.75, 0.2, "do not show that removing the text changed", "shortcut was real"),
+    (0.10, 0.004, "made B worse", "shortcut was real"),
+    (0.25, 0.004, "did not change", "shortcut was real"),
+])
+def test_verdict_follows_the_numbers(b_recall: float, p: float, expected: str, absent: str) -> None:
+    rows = [("test_decorrelated", "all", "all", model, "recall_COVID-19", value, value - 0.05, value + 0.05)
+            for model, value in (("a", 0.25), ("b", b_recall), ("b-a", b_recall - 0.25))]
+    metrics = pd.DataFrame(rows, columns=["split", "stratum_kind", "stratum", "model", "metric", "value", "ci_low",
+                                          "ci_high"])
+    mcnemar = pd.DataFrame({"split": ["test_decorrelated"], "stratum_kind": ["all"], "p_value": [p]})
+    verdict = " ".join(_verdict({}, metrics, mcnemar))
+    assert expected in verdict and absent not in verdict
+    assert "one shortcut among several" in verdict
+
+
+def test_verdict_on_a_confounded_split_only_says_it_proves_little() -> None:
+    rows = [("test", "all", "all", model, "recall_COVID-19", value, value, value)
+            for model, value in (("a", 0.5), ("b", 0.9), ("b-a", 0.4))]
+    metrics = pd.DataFrame(rows, columns=["split", "stratum_kind", "stratum", "model", "metric", "value", "ci_low",
+                                          "ci_high"])
+    mcnemar = pd.DataFrame({"split": ["test"], "stratum_kind": ["all"], "p_value": [1e-4]})
+    verdict = " ".join(_verdict({"text_share_a": 0.4, "text_share_b": 0.05}, metrics, mcnemar))
+    assert "proves little" in verdict and "shortcut was real" not in verdict
+    assert "fell from 0.400 (A) to 0.050 (B)" in verdict
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed")
+def test_headless_chromium_renders_the_page(rendered: Path, tmp_path: Path) -> None:
+    screenshot = tmp_path / "report.png"
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={screenshot}", "--window-size=1200,3000",
+                    rendered.as_uri()], check=True, capture_output=True, timeout=120)
+    pixels = mpimage.imread(screenshot)[..., :3]
+    assert pixels.shape[:2] == (3000, 1200)
+    assert pixels.std() > 0.05, "the screenshot is blank"
+    # Rendered content reaches the lower part of the page (figures and tables laid out, not one error line).
+    assert np.mean(pixels[1500:].std(axis=(1, 2)) > 0.01) > 0.2
