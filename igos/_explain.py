@@ -24,7 +24,7 @@ from ._options import (
 )
 from ._paths import PathProblem
 from ._perturbation import meaningful_perturbation_masks, rise_saliency
-from ._scoring import PassCount, ScoredModel, frozen, resolve_targets
+from ._scoring import PassCount, Precision, ScoredModel, frozen, resolve_targets
 
 METHODS = ("igos++", "igos+", "igos", "igos-insertion", "mask", "rise", "gradcam", "integrated-gradients",
            "gradient")
@@ -75,7 +75,8 @@ class Explanation:
 
 def explain(model: nn.Module, images: Tensor, *, method: str = "igos++", targets: Sequence[int] | Tensor | None = None,
             mask_size: int | tuple[int, int] = 28, seed: int | Sequence[int] = 0, baseline: Tensor | None = None,
-            score: str | None = None, batch_size: int = 64, **options: Any) -> Explanation:
+            score: str | None = None, batch_size: int = 64, precision: Precision = "fp32",
+            channels_last: bool = False, **options: Any) -> Explanation:
     """Explain the model's decision on each image.
 
     Args:
@@ -90,6 +91,13 @@ def explain(model: nn.Module, images: Tensor, *, method: str = "igos++", targets
         baseline: (B, C, H, W) or (C, H, W); default the heavy blur of spec §5, scaled to the size.
         score: "softmax" (default; "logit" for gradcam), "sigmoid" or "logit".
         batch_size: most images per forward pass.
+        precision: "fp32" (default) or "bf16": the model's forward passes run under
+            torch.autocast(bfloat16) (CPU or CUDA, following the images), and so do their backward
+            passes; masks, composition, noise, scores and the line search stay float32. Needs float32 images.
+            Faster on GPUs with bfloat16 tensor cores; the maps differ slightly from fp32 (measured in
+            benchmarks/results/igos_gpu.md).
+        channels_last: feed the model channels-last inputs (convert the model yourself with
+            `model.to(memory_format=torch.channels_last)`; igos leaves its weights as they are).
         **options: the method's options (see IGOSOptions, MaskOptions, RiseOptions, ...).
 
     Returns:
@@ -105,7 +113,8 @@ def explain(model: nn.Module, images: Tensor, *, method: str = "igos++", targets
     size = _check_mask_size(mask_size, tuple(images.shape[-2:]))
     generators = _generators(seed, len(images), images.device)
     baselines = _baselines(baseline, images)
-    scorer = ScoredModel(model, score or ("logit" if method == "gradcam" else "softmax"), batch_size)
+    scorer = ScoredModel(model, score or ("logit" if method == "gradcam" else "softmax"), batch_size, precision,
+                         channels_last)
 
     with frozen(model):
         chosen, clean = resolve_targets(scorer, images, targets)

@@ -73,8 +73,9 @@ def gradcam_saliency(scorer: ScoredModel, images: Tensor, targets: Tensor, layer
             scorer.target_scores(chunk, targets[start : start + len(chunk)], backward=True).sum().backward()
             if len(captured) != 1 or captured[0].ndim != 4:
                 raise IGOSError("gradcam's target_layer must run once per forward and output (n, K, h, w)")
-            activation = captured[0]
-            weights = activation.grad.mean(dim=(2, 3), keepdim=True)
+            # in the chunk's dtype: under precision="bf16" the layer's output and gradient are bfloat16
+            activation = captured[0].detach().to(chunk.dtype)
+            weights = captured[0].grad.to(chunk.dtype).mean(dim=(2, 3), keepdim=True)
             maps.append(torch.relu((weights * activation).sum(dim=1)).detach())
     finally:
         handle.remove()

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ._composition import blur_baseline, rise_insertion_start, steps_for, upsample
 from ._errors import IGOSError
-from ._scoring import ScoredModel, ScoreKind, frozen, resolve_targets
+from ._scoring import Precision, ScoredModel, ScoreKind, frozen, resolve_targets
 
 PROTOCOLS = ("igos", "rise")
 
@@ -32,7 +32,8 @@ class CausalScores:
 
 def insertion_deletion(model: nn.Module, images: Tensor, saliency: Tensor, *, targets: object = None,
                        protocol: str = "igos", baseline: Tensor | None = None, steps: int | None = None,
-                       score: ScoreKind = "softmax", batch_size: int = 64) -> CausalScores:
+                       score: ScoreKind = "softmax", batch_size: int = 64, precision: Precision = "fp32",
+                       channels_last: bool = False) -> CausalScores:
     """Insertion and deletion AUCs of saliency maps.
 
     Args:
@@ -46,6 +47,9 @@ def insertion_deletion(model: nn.Module, images: Tensor, saliency: Tensor, *, ta
             onto an 11×11/σ=5 zero-padded blur.
         steps: number of steps, default per protocol.
         score: the target score, "softmax" by default.
+        batch_size: most images per forward pass.
+        precision, channels_last: how the model is called, as in `explain` ("fp32" by default: keep it
+            when comparing maps made in different precisions).
 
     Returns:
         CausalScores.
@@ -56,7 +60,7 @@ def insertion_deletion(model: nn.Module, images: Tensor, saliency: Tensor, *, ta
         raise IGOSError(f"saliency must be (B, h, w) for {images.shape[0]} images, got {tuple(saliency.shape)}")
     if protocol == "rise" and baseline is not None:
         raise IGOSError("the RISE protocol fixes its own baselines (zeros, mild blur); do not pass baseline")
-    scorer = ScoredModel(model, score, batch_size)
+    scorer = ScoredModel(model, score, batch_size, precision, channels_last)
     with frozen(model):
         chosen, _ = resolve_targets(scorer, images, targets)
         if protocol == "igos":

@@ -15,6 +15,8 @@ from ._errors import IGOSError, NonFiniteError
 
 ScoreKind = Literal["softmax", "sigmoid", "logit"]
 SCORE_KINDS = ("softmax", "sigmoid", "logit")
+Precision = Literal["fp32", "bf16"]
+PRECISIONS = ("fp32", "bf16")
 LOW_SCORE_WARNING = 1e-6
 
 
@@ -49,16 +51,29 @@ class ScoredModel:
         model: maps (n, C, H, W) to logits (n, K).
         score: "softmax" (probability), "sigmoid" (multi-label probability) or "logit".
         batch_size: most images in one forward pass (bounds memory).
+        precision: "fp32" calls the model as it is; "bf16" runs only the model's forward under
+            torch.autocast(bfloat16) on the images' device and returns the logits as float32, so the
+            scores and everything built from them stay float32. bf16 needs float32 images.
+        channels_last: give the model its input in the channels-last memory format (the values are
+            the same). The model's own weights are left as they are: convert them once with
+            `model.to(memory_format=torch.channels_last)` for the full effect.
     """
 
-    def __init__(self, model: nn.Module, score: ScoreKind = "softmax", batch_size: int = 64) -> None:
+    def __init__(self, model: nn.Module, score: ScoreKind = "softmax", batch_size: int = 64,
+                 precision: Precision = "fp32", channels_last: bool = False) -> None:
         if score not in SCORE_KINDS:
             raise IGOSError(f"score must be one of {SCORE_KINDS}, got {score!r}")
         if batch_size < 1:
             raise IGOSError(f"batch_size must be >= 1, got {batch_size}")
+        if precision not in PRECISIONS:
+            raise IGOSError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if not isinstance(channels_last, bool):
+            raise IGOSError(f"channels_last must be True or False, got {channels_last!r}")
         self.model = model
         self.score = score
         self.batch_size = batch_size
+        self.precision = precision
+        self.channels_last = channels_last
         self.passes = PassCount()
 
     def logits(self, images: Tensor) -> Tensor:
@@ -95,7 +110,18 @@ class ScoredModel:
         return torch.cat(out) if out else targets.new_zeros(0, dtype=torch.float32)
 
     def _forward(self, images: Tensor, backward: bool) -> Tensor:
-        logits = self.model(images)
+        """Logits (n, K) of images (n, C, H, W) in the chosen precision and memory format; counted and checked."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if self.precision == "bf16":
+            if images.dtype != torch.float32:
+                raise IGOSError(f"precision='bf16' autocasts a float32 model; the images must be float32, "
+                                f"got {images.dtype}")
+            with torch.autocast(images.device.type, dtype=torch.bfloat16):
+                logits = self.model(images)
+            logits = logits.float()
+        else:
+            logits = self.model(images)
         self.passes.forwards += len(images)
         if backward:
             self.passes.backwards += len(images)
