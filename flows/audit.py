@@ -1,0 +1,398 @@
+"""The dataset audit as a Prefect flow: train A, explain and audit it, build COVIDx++, train B, compare, report.
+
+    audit_flow(config)
+      prepare_data          synthetic dataset (generated) or a COVIDx folder (validated), + data digest
+      detect_text           CRAFT on the training and audited images, chunk by chunk
+      train_classifier A    predict A on every test split
+      explain A             iGOS++ over the audited split, chunk by chunk
+      audit A               text-saliency share, flags, counterfactuals
+      build_covidx_pp       detected text inpainted into <run_dir>/covidx_pp (the source is only read)
+      train_classifier B    on COVIDx++; predict A and B on every test split and on <audit split>_pp
+      explain B, audit B    did the saliency leave the text?
+      compare               paired metrics, bootstrap intervals, McNemar
+      summary.json, report.html
+
+The flow holds no algorithm: every task calls one `pipeline` function that writes its files into the
+run folder (docs/run-directory.md). Tasks are keyed on content (dataset digest, checkpoint digests,
+stage configs) and their results persist in `<run_dir>/.prefect`, so a rerun, or a run resumed after a
+kill, reuses what is done; the chunked stages (text detection, explanation) also skip their finished
+chunk files themselves. A task whose recorded outputs have gone missing runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from datasets.atomic import write_text
+from datasets.covidx import Record, check_disjoint, read_split
+from datasets.synthetic import MANIFEST as SYNTHETIC_MANIFEST
+from datasets.synthetic import generate, read_truth
+from flows.config import AuditConfig
+from flows.rundir import RunLock, content_key
+from pipeline import audit as audit_stage
+from pipeline import compare as compare_stage
+from pipeline import explain as explain_stage
+from pipeline import predict as predict_stage
+from pipeline import text as text_stage
+from pipeline import train as train_stage
+from pipeline.checkpoint import checkpoint_digest
+from pipeline.clean import build_clean_dataset, resolve_splits, sha256_of
+
+LOG = logging.getLogger(__name__)
+VERSIONED = ("cxr-audit", "torch", "torchvision", "easyocr", "prefect", "opencv-python-headless", "pydicom")
+RETRIES, RETRY_DELAY = 2, 1  # transient I/O errors in per-image work: retried, then recorded by the stage
+
+
+def _cache_key(context: object, parameters: dict) -> str:
+    """Prefect cache key of a stage task: the content key the flow computed and passed in as `key`."""
+    return parameters["key"]
+
+
+def stage(name: str, **options: object):
+    """A Prefect task keyed on its `key` parameter, with its result persisted (resume after a kill)."""
+    return task(name=name, cache_key_fn=_cache_key, persist_result=True, **options)
+
+
+@dataclass(frozen=True)
+class Split:
+    """A split file of the dataset and its image folder; `records` have resolved image paths."""
+
+    name: str
+    split_file: Path
+    image_dir: Path
+
+    def records(self) -> list[Record]:
+        return read_split(self.split_file, self.image_dir)
+
+
+@dataclass(frozen=True)
+class Data:
+    """The dataset of a run: root, training split, test splits, audited split name, and its digest."""
+
+    root: Path
+    train: Split
+    tests: dict[str, Split]
+    audit_split: str
+    synthetic: bool
+    digest: str
+
+
+# ---- tasks ----------------------------------------------------------------------------------------
+
+
+@stage("prepare-data", retries=RETRIES, retry_delay_seconds=RETRY_DELAY)
+def prepare_data(config: AuditConfig, key: str) -> Data:
+    """Generate the synthetic dataset (or check the COVIDx folder), validate the splits, hash the data."""
+    spec = config.data
+    synthetic = spec.root is None
+    root = (config.run_dir / "data" if synthetic else spec.root).resolve()
+    if synthetic and not (root / SYNTHETIC_MANIFEST).is_file():
+        s = spec.synthetic
+        generate(root, n_train=s.n_train, n_test=s.n_test, image_size=s.image_size, seed=s.seed, shortcut=s.shortcut,
+                 repeat_fraction=s.repeat_fraction, overwrite=True)
+    folders = resolve_splits(root, [spec.train_split, *spec.test_splits.values()])
+    train_file = (root / spec.train_split).resolve()
+    train = Split("train", train_file, folders[train_file])
+    tests = {name: Split(name, (root / file).resolve(), folders[(root / file).resolve()])
+             for name, file in spec.test_splits.items()}
+    train_records = train.records()
+    for split in tests.values():  # synthetic test_decorrelated shares test's patients on purpose (paired)
+        check_disjoint(train_records, split.records())
+    digest = content_key("data", *(sha256_of(s.split_file) for s in (train, *tests.values())),
+                         *(sha256_of(r.path) for s in (train, *tests.values()) for r in s.records()))
+    return Data(root, train, tests, spec.audit_split, synthetic, digest)
+
+
+@stage("detect-text", retries=RETRIES, retry_delay_seconds=RETRY_DELAY)
+def detect_text_chunk(records: list[Record], out_csv: Path, config: AuditConfig, split: str, key: str) -> Path:
+    """CRAFT boxes of one chunk of images → one detections CSV (rows of text/detections.csv)."""
+    text_stage.detect_split(records, out_csv, config=config.text, split=split)
+    return out_csv
+
+
+@stage("train-classifier")
+def train_classifier(records: list[Record], out_path: Path, config: AuditConfig, key: str) -> Path:
+    """Train one classifier; returns its checkpoint path."""
+    result = train_stage.train_classifier(records, out_path, config.train)
+    get_run_logger().info("%s: epoch %d selected, validation %s, %.0f s", out_path.name, result.epoch,
+                          {k: round(v, 3) for k, v in result.validation.items()}, result.seconds)
+    return result.checkpoint
+
+
+@stage("predict", retries=RETRIES, retry_delay_seconds=RETRY_DELAY)
+def predict(checkpoint: Path, records: list[Record], out_csv: Path, key: str) -> Path:
+    """Predictions of one checkpoint on one split (predictions/<m>_<split>.csv)."""
+    predict_stage.predict_split(checkpoint, records, out_csv)
+    return out_csv
+
+
+@stage("explain-chunk", retries=RETRIES, retry_delay_seconds=RETRY_DELAY)
+def explain_chunk(checkpoint: Path, records: list[Record], run_dir: Path, config: AuditConfig, split: str,
+                  chunk: int, key: str) -> int:
+    """iGOS++ maps of one chunk (explain/<m>/chunk_<k>.npz); returns the images explained."""
+    return explain_stage.explain_chunk(checkpoint, records, run_dir, config.explain, split=split, chunk=chunk).explained
+
+
+@stage("audit")
+def audit(checkpoint: Path, records: list[Record], run_dir: Path, detections_csv: Path, config: AuditConfig,
+          truth_root: Path | None, split: str, key: str) -> Path:
+    """Text-saliency shares, flags and counterfactuals of one classifier on the audited split, and how good
+    the flags are: against the ground truth on synthetic data, else against the counterfactuals."""
+    name = checkpoint.stem
+    saliency = explain_stage.load_saliency(run_dir / "explain" / name)
+    detections = text_stage.read_detections(detections_csv, split=split)
+    truth = (read_truth(truth_root, split), truth_root) if truth_root is not None else None
+    result = audit_stage.audit_split(checkpoint, records, saliency, detections, run_dir, config.audit, truth=truth,
+                                     split=split)
+    if truth_root is not None:
+        changed, reference = audit_stage.truth_prediction_changed(checkpoint, records, truth_root), "ground truth"
+    else:
+        tried = result.table[result.table.counterfactual]
+        changed = dict(zip(tried.filename, tried.cf_prediction_changed.astype(bool), strict=True))
+        reference = "counterfactual (flagged images and a sample of the others)"
+    quality = {key: None if isinstance(value, float) and math.isnan(value) else value  # JSON has no NaN
+               for key, value in audit_stage.flag_quality(result.table, changed).items()}
+    quality.update(flag_reference=reference, flag_threshold=config.audit.threshold)
+    write_text(run_dir / "audit" / f"{name}_quality.json", json.dumps(quality, indent=1) + "\n")
+    return result.table_path
+
+
+@stage("build-covidx-pp", retries=RETRIES, retry_delay_seconds=RETRY_DELAY)
+def build_covidx_pp(data: Data, run_dir: Path, detections_csv: Path, config: AuditConfig, key: str) -> Path:
+    """COVIDx++: the detected text of the training and audited images inpainted into <run_dir>/covidx_pp."""
+    audited = data.tests[data.audit_split]
+    splits = {data.train.split_file: data.train.image_dir, audited.split_file: audited.image_dir}
+    detections = {}
+    for split in (data.train, audited):
+        folder = split.image_dir.relative_to(data.root).as_posix()
+        found = text_stage.read_detections(detections_csv, split=split.name)
+        detections.update({f"{folder}/{filename}": boxes for filename, boxes in found.items()})
+    manifest = build_clean_dataset(data.root, run_dir / "covidx_pp", splits, config=config.clean,
+                                   detections=detections)
+    get_run_logger().info("COVIDx++: %s", manifest.counts())
+    return manifest.path
+
+
+@stage("compare")
+def compare(run_dir: Path, splits: list[str], config: AuditConfig, key: str) -> Path:
+    """The paired comparison of A and B on every test split, per source and flagged stratum."""
+    flagged = pd.read_csv(run_dir / "audit" / "a.csv", usecols=["filename", "flagged"], dtype={"filename": str})
+    pairs = {}
+    for split in splits:
+        before, after = (pd.read_csv(run_dir / "predictions" / f"{m}_{split}.csv", dtype={"filename": str})
+                         for m in ("a", "b"))
+        pairs[split] = (_with_flags(before, flagged), _with_flags(after, flagged))
+    comparison = compare_stage.compare_splits(pairs, n_resamples=config.compare.bootstrap,
+                                              confidence=config.compare.confidence, seed=config.compare.seed)
+    compare_stage.write_comparison(comparison, run_dir)
+    return run_dir / "compare" / "metrics.csv"
+
+
+# ---- the flow -------------------------------------------------------------------------------------
+
+
+@flow(name="dataset-audit", task_runner=ThreadPoolTaskRunner(max_workers=1))
+def audit_flow(config: AuditConfig) -> dict:
+    """Run the whole audit into `config.run_dir`; returns the headline numbers (summary.json)."""
+    from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
+
+    started = time.perf_counter()
+    run_dir = config.run_dir
+    storage = (run_dir / ".prefect" / "results").resolve()
+    with RunLock(run_dir), temporary_settings(updates={PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}):
+        write_text(run_dir / "config.yaml", config.to_yaml())
+        data = prepare_data(config, key=content_key("data", config.data, _synthetic_root(config)))
+        audited = data.tests[data.audit_split]
+        train_records, audit_records = data.train.records(), audited.records()
+
+        detections = detect_text(data, config, [("train", train_records), (data.audit_split, audit_records)])
+        a = train_classifier(train_records, run_dir / "models" / "a.safetensors", config,
+                             key=content_key("train-a", data.digest, config.train))
+        tests = {name: split.records() for name, split in data.tests.items()}
+        for name, records in tests.items():
+            _predict(a, records, run_dir / "predictions" / f"a_{name}.csv")
+        _explain(a, audit_records, run_dir, config, data.audit_split)
+        truth_root = data.root if data.synthetic else None
+        audit(a, audit_records, run_dir, detections, config, truth_root, data.audit_split,
+              key=content_key("audit-a", checkpoint_digest(a), sha256_of(detections), config.audit, data.digest))
+
+        manifest = build_covidx_pp(data, run_dir, detections, config,
+                                   key=content_key("covidx-pp", data.digest, sha256_of(detections), config.clean))
+        pp_train = _cleaned(data.train, data.root, manifest.parent).records()
+        tests[f"{data.audit_split}_pp"] = _cleaned(audited, data.root, manifest.parent).records()
+        b = train_classifier(pp_train, run_dir / "models" / "b.safetensors", config,
+                             key=content_key("train-b", sha256_of(manifest), config.train))
+        for name, records in tests.items():
+            _predict(b, records, run_dir / "predictions" / f"b_{name}.csv")
+        _predict(a, tests[f"{data.audit_split}_pp"], run_dir / "predictions" / f"a_{data.audit_split}_pp.csv")
+        _explain(b, audit_records, run_dir, config, data.audit_split)
+        audit(b, audit_records, run_dir, detections, config, truth_root, data.audit_split,
+              key=content_key("audit-b", checkpoint_digest(b), sha256_of(detections), config.audit, data.digest))
+
+        compare(run_dir, list(tests), config, key=content_key(
+            "compare", *(sha256_of(run_dir / "predictions" / f"{m}_{s}.csv") for m in "ab" for s in tests),
+            sha256_of(run_dir / "audit" / "a.csv"), config.compare))
+        summary = write_summary(run_dir, data, list(tests), time.perf_counter() - started)
+        _artifacts(run_dir, summary)
+        if config.report:
+            from reports import render
+
+            render(run_dir)
+    return summary
+
+
+def detect_text(data: Data, config: AuditConfig, splits: Sequence[tuple[str, list[Record]]]) -> Path:
+    """text/detections.csv for the given splits: chunks submitted through the task runner, then merged."""
+    chunk_size = config.explain.chunk_size
+    jobs = []
+    for split, records in splits:
+        for k in range(0, len(records), chunk_size):
+            part = records[k : k + chunk_size]
+            out = config.run_dir / "text" / "chunks" / f"{split}_{k // chunk_size:04d}.csv"
+            key = content_key("detect", config.text, split, *(f"{r.filename}:{sha256_of(r.path)}" for r in part))
+            jobs.append((part, out, split, key))
+    progress = create_progress_artifact(0.0, key="text-detection", description="Text detection: chunks done (%)")
+    futures = [detect_text_chunk.with_options(refresh_cache=not out.is_file()).submit(part, out, config, split, key=key)
+               for part, out, split, key in jobs]
+    paths = []
+    for done, future in enumerate(futures, start=1):
+        paths.append(future.result())
+        update_progress_artifact(progress, 100.0 * done / len(futures))
+    merged = pd.concat([pd.read_csv(path, dtype={"filename": str}) for path in paths], ignore_index=True)
+    out = config.run_dir / "text" / "detections.csv"
+    write_text(out, merged.to_csv(index=False, lineterminator="\n"))
+    return out
+
+
+def _explain(checkpoint: Path, records: list[Record], run_dir: Path, config: AuditConfig, split: str) -> Path:
+    """explain/<m>/ for one classifier: chunks submitted through the task runner, then the index written."""
+    chunks = explain_stage.chunk_records(records, config.explain.chunk_size)
+    digest = checkpoint_digest(checkpoint)
+    progress = create_progress_artifact(0.0, key=f"explain-{checkpoint.stem}",
+                                        description=f"iGOS++ of classifier {checkpoint.stem.upper()}: chunks done (%)")
+    futures = []
+    for k, part in enumerate(chunks):
+        done = explain_stage.chunk_path(run_dir / "explain" / checkpoint.stem, k).is_file()
+        key = content_key("explain", explain_stage.chunk_hash(digest, config.explain, part, split))
+        futures.append(explain_chunk.with_options(refresh_cache=not done).submit(
+            checkpoint, part, run_dir, config, split, k, key=key))
+    for done, future in enumerate(futures, start=1):
+        future.result()
+        update_progress_artifact(progress, 100.0 * done / len(futures))
+    explain_stage.collect_index(run_dir / "explain" / checkpoint.stem, len(chunks))
+    return run_dir / "explain" / checkpoint.stem
+
+
+def _predict(checkpoint: Path, records: list[Record], out_csv: Path) -> Path:
+    key = content_key("predict", checkpoint_digest(checkpoint), *(f"{r.filename}:{sha256_of(r.path)}" for r in records))
+    return predict.with_options(refresh_cache=not out_csv.is_file())(checkpoint, records, out_csv, key=key)
+
+
+def _cleaned(split: Split, root: Path, pp_root: Path) -> Split:
+    """The COVIDx++ copy of a split: the same relative split file and image folder under `pp_root`."""
+    return Split(split.name, pp_root / split.split_file.relative_to(root), pp_root / split.image_dir.relative_to(root))
+
+
+def _synthetic_root(config: AuditConfig) -> str:
+    """Part of the data key: whether the generated dataset is (still) complete on disk."""
+    manifest = config.run_dir / "data" / SYNTHETIC_MANIFEST
+    return sha256_of(manifest) if config.data.root is None and manifest.is_file() else ""
+
+
+def _with_flags(predictions: pd.DataFrame, flagged: pd.DataFrame) -> pd.DataFrame:
+    """Predictions with A's audit flag (False where the image was not audited)."""
+    out = predictions.merge(flagged, on="filename", how="left")
+    out["flagged"] = out["flagged"].fillna(False).astype(bool)
+    return out
+
+
+# ---- summary and artifacts --------------------------------------------------------------------------
+
+
+def write_summary(run_dir: Path, data: Data, splits: Sequence[str], seconds: float) -> dict:
+    """summary.json: the headline numbers of docs/run-directory.md, read from the run's tables."""
+    covid = "COVID-19"
+    summary: dict = {"run_id": run_dir.name, "seconds": round(seconds, 1), "synthetic": data.synthetic,
+                     "versions": {package: version(package) for package in VERSIONED},
+                     "dataset": {split.name: len(split.records()) for split in (data.train, *data.tests.values())}}
+    metrics = pd.read_csv(run_dir / "compare" / "metrics.csv")
+    for m in ("a", "b"):
+        numbers: dict[str, dict[str, float]] = {"covid_recall": {}, "accuracy": {}, "macro_f1": {}}
+        for split in splits:
+            table = pd.read_csv(run_dir / "predictions" / f"{m}_{split}.csv")
+            positives = table[table.label == covid]
+            numbers["covid_recall"][split] = round(float((positives.predicted == covid).mean()), 4)
+            numbers["accuracy"][split] = round(float(table.correct.mean()), 4)
+        overall = metrics[(metrics.stratum_kind == "all") & (metrics.model == m) & (metrics.metric == "macro_f1")]
+        numbers["macro_f1"] = {row.split: round(float(row.value), 4) for row in overall.itertuples()}
+        summary[m] = numbers
+    mcnemar = pd.read_csv(run_dir / "compare" / "mcnemar.csv")
+    overall = mcnemar[mcnemar.stratum_kind == "all"]
+    summary["mcnemar_p"] = {row.split: float(row.p_value) for row in overall.itertuples()}
+    by_class = pd.read_csv(run_dir / "compare" / "class_mcnemar.csv")
+    covid_rows = by_class[(by_class.stratum_kind == "all") & (by_class.label == covid)]
+    summary["covid_mcnemar_p"] = {row.split: float(row.p_value) for row in covid_rows.itertuples()}
+    difference = metrics[(metrics.stratum_kind == "all") & (metrics.model == "b-a")
+                         & (metrics.metric == f"recall_{covid}")]
+    summary["covid_recall_difference"] = {row.split: {"value": round(float(row.value), 4), "ci_low": round(
+        float(row.ci_low), 4), "ci_high": round(float(row.ci_high), 4)} for row in difference.itertuples()}
+    quality = json.loads((run_dir / "audit" / "a_quality.json").read_text())
+    summary.update({key: quality[key] for key in ("flag_precision", "flag_recall", "share_roc_auc", "flag_reference",
+                                                  "flag_threshold")})
+    for m in ("a", "b"):
+        summary[f"text_share_{m}"] = round(float(pd.read_csv(run_dir / "audit" / f"{m}.csv").text_share.mean()), 4)
+    manifest = pd.read_csv(run_dir / "covidx_pp" / "manifest.csv")
+    summary["covidx_pp"] = {status: int((manifest.status == status).sum()) for status in
+                            ("cleaned", "unchanged", "rejected")}
+    write_text(run_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def _artifacts(run_dir: Path, summary: dict) -> None:
+    """Prefect artifacts: the headline numbers (markdown), the metrics table and a link to the report."""
+    a, b = summary["a"]["covid_recall"], summary["b"]["covid_recall"]
+    lines = ["# Dataset audit: headline", "", "| | A | B |", "|---|---|---|"]
+    lines += [f"| COVID-19 recall, {split} | {a[split]:.1%} | {b[split]:.1%} |" for split in a]
+    lines += ["", f"Text share of iGOS++ saliency: A {summary['text_share_a']:.1%}, B {summary['text_share_b']:.1%}."]
+    create_markdown_artifact("\n".join(lines), key="audit-headline", description="COVIDx -> COVIDx++ headline")
+    metrics = pd.read_csv(run_dir / "compare" / "metrics.csv")
+    rows = metrics[metrics.stratum_kind == "all"].round(4).to_dict(orient="records")
+    create_table_artifact(rows, key="audit-metrics", description="A vs B, all test images, with 95% intervals")
+    create_link_artifact((run_dir / "report.html").resolve().as_uri(), key="audit-report", link_text="report.html")
+
+
+def run_audit(config: AuditConfig) -> dict:
+    """Run `audit_flow` on the task runner the config asks for."""
+    return audit_flow.with_options(task_runner=make_task_runner(config))(config)
+
+
+def make_task_runner(config: AuditConfig) -> object:
+    """Local threads (one worker: torch uses the cores), a local Dask cluster, or an existing one."""
+    runner = config.runner
+    if runner.dask_address is None and runner.dask_workers is None:
+        return ThreadPoolTaskRunner(max_workers=1)
+    from prefect_dask import DaskTaskRunner
+
+    if runner.dask_address is not None:
+        return DaskTaskRunner(address=runner.dask_address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": runner.dask_workers, "threads_per_worker":
+                                          runner.threads_per_worker, "processes": True, "dashboard_address": None})
+

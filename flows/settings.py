@@ -1,0 +1,24 @@
+"""Offline Prefect settings (docs/environment.md), applied by the CLI before Prefect is imported.
+
+With PREFECT_API_URL unset, the first flow of a process starts a temporary local API server with SQLite
+under PREFECT_HOME; analytics and telemetry off, so no connection leaves the machine, and a generous
+start-up timeout for loaded machines. Values the user has already set are kept.
+"""
+
+from __future__ import annotations
+
+import os
+
+OFFLINE = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+}
+
+
+def use_offline_prefect(*, verbose: bool = False) -> None:
+    """Set the offline settings (and, unless verbose, quieter Prefect logs) where the user has not."""
+    for name, value in OFFLINE.items():
+        os.environ.setdefault(name, value)
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

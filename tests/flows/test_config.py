@@ -1,0 +1,64 @@
+"""The audit configuration: YAML in, every bad key or value rejected before any work, defaults in one place."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.config import AuditConfig, ConfigError, load_config
+
+ROOT = Path(__file__).parents[2]
+BAD = [
+    ({"trian": {}}, "trian: Extra inputs are not permitted"),
+    ({"train": {"epoch": 3}}, "train.epoch: Unexpected keyword argument"),
+    ({"train": {"epochs": 0}}, "epochs and patience must be >= 1"),
+    ({"explain": {"mode": "turbo"}}, "mode must be 'fast' or 'faithful'"),
+    ({"audit": {"threshold": 1.5}}, "threshold must be in [0, 1]"),
+    ({"data": {"synthetic": {"shortcut": 2}}}, "data.synthetic.shortcut"),
+    ({"data": {"audit_split": "validation"}}, "audit_split 'validation' is not one of test_splits"),
+    ({"runner": {"dask_workers": 2, "dask_address": "tcp://127.0.0.1:8786"}}, "not both"),
+    ({"clean": {"text": {"long_side": 300}}}, "set the text detector in `text`"),
+    ({"run_dir": "."}, "run_dir must name a folder"),
+]
+
+
+@pytest.mark.parametrize(("settings", "message"), BAD)
+def test_bad_settings_are_rejected_with_the_key_named(tmp_path, settings, message):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert message in str(error.value) and str(path) in str(error.value)
+
+
+def test_a_run_folder_inside_the_source_dataset_is_refused(tmp_path):
+    (tmp_path / "covidx").mkdir()
+    with pytest.raises(ConfigError, match="lies inside the source dataset"):
+        load_config(None, **{"data.root": tmp_path / "covidx", "run_dir": tmp_path / "covidx" / "runs"})
+
+
+def test_missing_and_malformed_files_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_yaml_round_trips_with_every_default_written_out(tmp_path):
+    config = load_config(None, run_dir=tmp_path / "run", **{"train.epochs": 7, "text.long_side": 512})
+    assert config.train.epochs == 7
+    assert config.clean.text.long_side == 512 and config.audit.clean.text.long_side == 512  # one detector
+    path = tmp_path / "again.yaml"
+    path.write_text(config.to_yaml())
+    assert load_config(path) == config
+    assert "gallery_size" in config.to_yaml()
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "paper.yaml"])
+def test_shipped_configs_load(name):
+    config = load_config(ROOT / "configs" / name)
+    assert isinstance(config, AuditConfig)

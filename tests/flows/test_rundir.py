@@ -1,0 +1,69 @@
+"""The run-folder lock and the content keys of the flow's stages."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from flows.rundir import LOCK_FILE, RunInUseError, RunLock, content_key
+
+HOLD = ("import sys, time; from flows.rundir import RunLock\n"
+        "with RunLock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n")
+
+
+def hold_in_child(run_dir: Path) -> subprocess.Popen:
+    child = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).parents[2])
+    assert child.stdout.readline().strip() == "held"
+    return child
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path):
+    child = hold_in_child(tmp_path)
+    try:
+        with pytest.raises(RunInUseError, match="in use by another cxr-audit process"), RunLock(tmp_path):
+            pass
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    child = hold_in_child(tmp_path)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert (tmp_path / LOCK_FILE).exists()
+    with RunLock(tmp_path):  # the kernel released the flock with the process
+        assert (tmp_path / LOCK_FILE).read_text().strip() == str(os.getpid())
+
+
+def test_the_lock_is_released_after_the_block(tmp_path):
+    with RunLock(tmp_path):
+        pass
+    started = time.perf_counter()
+    with RunLock(tmp_path):
+        pass
+    assert time.perf_counter() - started < 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    steps: int
+    name: str = "x"
+
+
+def test_content_keys_change_with_every_input_and_only_then():
+    base = content_key("train", Settings(3), Path("a/b"), ["h1", "h2"])
+    assert base == content_key("train", Settings(3), Path("a/b"), ["h1", "h2"])
+    assert base.startswith("train-")
+    others = {content_key("train", Settings(4), Path("a/b"), ["h1", "h2"]),
+              content_key("train", Settings(3, "y"), Path("a/b"), ["h1", "h2"]),
+              content_key("train", Settings(3), Path("a/c"), ["h1", "h2"]),
+              content_key("train", Settings(3), Path("a/b"), ["h2", "h1"]),
+              content_key("predict", Settings(3), Path("a/b"), ["h1", "h2"])}
+    assert base not in others and len(others) == 5
