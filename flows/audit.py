@@ -31,7 +31,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pandas as pd
-from prefect import flow, get_run_logger, task
+from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
@@ -58,6 +58,7 @@ from pipeline.clean import build_clean_dataset, resolve_splits, sha256_of
 
 LOG = logging.getLogger(__name__)
 VERSIONED = ("cxr-audit", "torch", "torchvision", "easyocr", "prefect", "opencv-python-headless", "pydicom")
+REJECTED_COLUMNS = ("stage", "split", "filename", "reason")
 RETRIES, RETRY_DELAY = 2, 1  # transient I/O errors in per-image work: retried, then recorded by the stage
 
 
@@ -132,6 +133,7 @@ def detect_text_chunk(records: list[Record], out_csv: Path, config: AuditConfig,
 def train_classifier(records: list[Record], out_path: Path, config: AuditConfig, key: str) -> Path:
     """Train one classifier; returns its checkpoint path."""
     result = train_stage.train_classifier(records, out_path, config.train)
+    _write_rejects(out_path.parents[1] / "rejected" / f"train_{out_path.stem}.csv", "train", "train", result.rejected)
     get_run_logger().info("%s: epoch %d selected, validation %s, %.0f s", out_path.name, result.epoch,
                           {k: round(v, 3) for k, v in result.validation.items()}, result.seconds)
     return result.checkpoint
@@ -140,7 +142,9 @@ def train_classifier(records: list[Record], out_path: Path, config: AuditConfig,
 @stage("predict", retries=RETRIES, retry_delay_seconds=RETRY_DELAY)
 def predict(checkpoint: Path, records: list[Record], out_csv: Path, key: str) -> Path:
     """Predictions of one checkpoint on one split (predictions/<m>_<split>.csv)."""
-    predict_stage.predict_split(checkpoint, records, out_csv)
+    result = predict_stage.predict_split(checkpoint, records, out_csv)
+    _write_rejects(out_csv.parents[1] / "rejected" / f"predict_{out_csv.stem}.csv", "predict", out_csv.stem,
+                   result.rejected)
     return out_csv
 
 
@@ -164,6 +168,8 @@ def audit(checkpoint: Path, records: list[Record], run_dir: Path, detections_csv
                                      split=split)
     if truth_root is not None:
         changed, reference = audit_stage.truth_prediction_changed(checkpoint, records, truth_root), "ground truth"
+        truth_table = pd.DataFrame({"filename": list(changed), "prediction_changed": list(changed.values())})
+        write_text(run_dir / "audit" / f"{name}_flag_truth.csv", truth_table.to_csv(index=False, lineterminator="\n"))
     else:
         tried = result.table[result.table.counterfactual]
         changed = dict(zip(tried.filename, tried.cf_prediction_changed.astype(bool), strict=True))
@@ -219,37 +225,44 @@ def audit_flow(config: AuditConfig) -> dict:
     storage = (run_dir / ".prefect" / "results").resolve()
     with RunLock(run_dir), temporary_settings(updates={PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}):
         write_text(run_dir / "config.yaml", config.to_yaml())
-        data = prepare_data(config, key=content_key("data", config.data, _synthetic_root(config)))
+        data = prepare_data(config, key=content_key("data", config.data, _synthetic_manifest(config)))
         audited = data.tests[data.audit_split]
         train_records, audit_records = data.train.records(), audited.records()
 
         detections = detect_text(data, config, [("train", train_records), (data.audit_split, audit_records)])
-        a = train_classifier(train_records, run_dir / "models" / "a.safetensors", config,
-                             key=content_key("train-a", data.digest, config.train))
+        a_path = run_dir / "models" / "a.safetensors"
+        a = _fresh(train_classifier, a_path, a_path.with_suffix(".json"))(
+            train_records, a_path, config, key=content_key("train-a", data.digest, config.train))
         tests = {name: split.records() for name, split in data.tests.items()}
         for name, records in tests.items():
             _predict(a, records, run_dir / "predictions" / f"a_{name}.csv")
         _explain(a, audit_records, run_dir, config, data.audit_split)
         truth_root = data.root if data.synthetic else None
-        audit(a, audit_records, run_dir, detections, config, truth_root, data.audit_split,
-              key=content_key("audit-a", checkpoint_digest(a), sha256_of(detections), config.audit, data.digest))
+        _fresh(audit, run_dir / "audit" / "a.csv", run_dir / "audit" / "a_quality.json")(
+            a, audit_records, run_dir, detections, config, truth_root, data.audit_split,
+            key=content_key("audit-a", checkpoint_digest(a), sha256_of(detections), config.audit, data.digest))
 
-        manifest = build_covidx_pp(data, run_dir, detections, config,
-                                   key=content_key("covidx-pp", data.digest, sha256_of(detections), config.clean))
+        manifest = _fresh(build_covidx_pp, run_dir / "covidx_pp" / "manifest.csv")(
+            data, run_dir, detections, config,
+            key=content_key("covidx-pp", data.digest, sha256_of(detections), config.clean))
         pp_train = _cleaned(data.train, data.root, manifest.parent).records()
         tests[f"{data.audit_split}_pp"] = _cleaned(audited, data.root, manifest.parent).records()
-        b = train_classifier(pp_train, run_dir / "models" / "b.safetensors", config,
-                             key=content_key("train-b", sha256_of(manifest), config.train))
+        b_path = run_dir / "models" / "b.safetensors"
+        b = _fresh(train_classifier, b_path, b_path.with_suffix(".json"))(
+            pp_train, b_path, config, key=content_key("train-b", sha256_of(manifest), config.train))
         for name, records in tests.items():
             _predict(b, records, run_dir / "predictions" / f"b_{name}.csv")
         _predict(a, tests[f"{data.audit_split}_pp"], run_dir / "predictions" / f"a_{data.audit_split}_pp.csv")
         _explain(b, audit_records, run_dir, config, data.audit_split)
-        audit(b, audit_records, run_dir, detections, config, truth_root, data.audit_split,
-              key=content_key("audit-b", checkpoint_digest(b), sha256_of(detections), config.audit, data.digest))
+        _fresh(audit, run_dir / "audit" / "b.csv", run_dir / "audit" / "b_quality.json")(
+            b, audit_records, run_dir, detections, config, truth_root, data.audit_split,
+            key=content_key("audit-b", checkpoint_digest(b), sha256_of(detections), config.audit, data.digest))
 
-        compare(run_dir, list(tests), config, key=content_key(
-            "compare", *(sha256_of(run_dir / "predictions" / f"{m}_{s}.csv") for m in "ab" for s in tests),
-            sha256_of(run_dir / "audit" / "a.csv"), config.compare))
+        _fresh(compare, run_dir / "compare" / "metrics.csv", run_dir / "compare" / "class_mcnemar.csv")(
+            run_dir, list(tests), config, key=content_key(
+                "compare", *(sha256_of(run_dir / "predictions" / f"{m}_{s}.csv") for m in "ab" for s in tests),
+                sha256_of(run_dir / "audit" / "a.csv"), config.compare))
+        write_rejected(run_dir)
         summary = write_summary(run_dir, data, list(tests), time.perf_counter() - started)
         _artifacts(run_dir, summary)
         if config.report:
@@ -270,7 +283,7 @@ def detect_text(data: Data, config: AuditConfig, splits: Sequence[tuple[str, lis
             key = content_key("detect", config.text, split, *(f"{r.filename}:{sha256_of(r.path)}" for r in part))
             jobs.append((part, out, split, key))
     progress = create_progress_artifact(0.0, key="text-detection", description="Text detection: chunks done (%)")
-    futures = [detect_text_chunk.with_options(refresh_cache=not out.is_file()).submit(part, out, config, split, key=key)
+    futures = [_fresh(detect_text_chunk, out).submit(part, out, config, split, key=key)
                for part, out, split, key in jobs]
     paths = []
     for done, future in enumerate(futures, start=1):
@@ -290,9 +303,8 @@ def _explain(checkpoint: Path, records: list[Record], run_dir: Path, config: Aud
                                         description=f"iGOS++ of classifier {checkpoint.stem.upper()}: chunks done (%)")
     futures = []
     for k, part in enumerate(chunks):
-        done = explain_stage.chunk_path(run_dir / "explain" / checkpoint.stem, k).is_file()
         key = content_key("explain", explain_stage.chunk_hash(digest, config.explain, part, split))
-        futures.append(explain_chunk.with_options(refresh_cache=not done).submit(
+        futures.append(_fresh(explain_chunk, explain_stage.chunk_path(run_dir / "explain" / checkpoint.stem, k)).submit(
             checkpoint, part, run_dir, config, split, k, key=key))
     for done, future in enumerate(futures, start=1):
         future.result()
@@ -303,7 +315,7 @@ def _explain(checkpoint: Path, records: list[Record], run_dir: Path, config: Aud
 
 def _predict(checkpoint: Path, records: list[Record], out_csv: Path) -> Path:
     key = content_key("predict", checkpoint_digest(checkpoint), *(f"{r.filename}:{sha256_of(r.path)}" for r in records))
-    return predict.with_options(refresh_cache=not out_csv.is_file())(checkpoint, records, out_csv, key=key)
+    return _fresh(predict, out_csv)(checkpoint, records, out_csv, key=key)
 
 
 def _cleaned(split: Split, root: Path, pp_root: Path) -> Split:
@@ -311,8 +323,13 @@ def _cleaned(split: Split, root: Path, pp_root: Path) -> Split:
     return Split(split.name, pp_root / split.split_file.relative_to(root), pp_root / split.image_dir.relative_to(root))
 
 
-def _synthetic_root(config: AuditConfig) -> str:
-    """Part of the data key: whether the generated dataset is (still) complete on disk."""
+def _fresh(stage_task: Task, *outputs: Path) -> Task:
+    """The task, told to ignore its cached result when any of the files it writes has gone missing."""
+    return stage_task.with_options(refresh_cache=not all(path.is_file() for path in outputs))
+
+
+def _synthetic_manifest(config: AuditConfig) -> str:
+    """Part of the data key: the generated dataset's manifest hash, or "" while it is missing or incomplete."""
     manifest = config.run_dir / "data" / SYNTHETIC_MANIFEST
     return sha256_of(manifest) if config.data.root is None and manifest.is_file() else ""
 
@@ -322,6 +339,27 @@ def _with_flags(predictions: pd.DataFrame, flagged: pd.DataFrame) -> pd.DataFram
     out = predictions.merge(flagged, on="filename", how="left")
     out["flagged"] = out["flagged"].fillna(False).astype(bool)
     return out
+
+
+def _write_rejects(path: Path, stage_name: str, split: str, rejected: Sequence) -> None:
+    """A stage's rejects (objects with filename and reason) as `stage, split, filename, reason` rows."""
+    rows = [{"stage": stage_name, "split": split, "filename": item.filename, "reason": item.reason}
+            for item in rejected]
+    write_text(path, pd.DataFrame(rows, columns=REJECTED_COLUMNS).to_csv(index=False, lineterminator="\n"))
+
+
+def write_rejected(run_dir: Path) -> Path:
+    """rejected.csv: every image a per-image stage skipped, gathered from the stages' own tables."""
+    frames = [pd.read_csv(path, dtype=str, keep_default_na=False) for path in
+              [*sorted(run_dir.glob("rejected/*.csv")), *sorted(run_dir.glob("explain/*/rejected.csv")),
+               *sorted(run_dir.glob("audit/*_rejected.csv"))]]
+    detections = pd.read_csv(run_dir / "text" / "detections.csv", dtype=str, keep_default_na=False)
+    frames.append(detections[detections.status == "rejected"].assign(stage="detect-text")[list(REJECTED_COLUMNS)])
+    cleaned = pd.read_csv(run_dir / "covidx_pp" / "rejected.csv", dtype=str, keep_default_na=False)
+    frames.append(pd.DataFrame({"stage": "build-covidx-pp", "split": cleaned.split_files, "filename": cleaned.source,
+                                "reason": cleaned.reason}))
+    table = pd.concat([frame[list(REJECTED_COLUMNS)] for frame in frames], ignore_index=True)
+    return write_text(run_dir / "rejected.csv", table.to_csv(index=False, lineterminator="\n"))
 
 
 # ---- summary and artifacts --------------------------------------------------------------------------

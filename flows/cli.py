@@ -18,7 +18,7 @@ from flows.settings import use_offline_prefect
 app = typer.Typer(help="Audit chest X-ray datasets for burned-in text shortcuts (iGOS++, COVIDx -> COVIDx++).",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 LOG = logging.getLogger("cxr_audit")
-DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
+DEMO_CONFIG = Path(__file__).parents[1] / "configs" / "demo.yaml"  # in the checkout (editable install)
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (see configs/).")]
 
@@ -132,11 +132,11 @@ def explain(
     target: Annotated[str | None, typer.Option(help="Class to explain (default: the predicted one).")] = None,
 ) -> None:
     """One iGOS++ heatmap of one image for one checkpoint."""
-    from flows.single import explain_image
+    from flows.single import heatmap
 
     try:
-        path, label, probability = explain_image(image, checkpoint, out or Path(f"{image.stem}_igos.png"),
-                                                 mask_size=mask_size, iterations=iterations, target=target)
+        path, label, probability = heatmap(image, checkpoint, out or Path(f"{image.stem}_igos.png"),
+                                           mask_size=mask_size, iterations=iterations, target=target)
     except (OSError, ValueError) as error:
         raise _fail(error) from error
     typer.echo(f"{image.name}: explained {label} (p = {probability:.3f}); heatmap {path}")
@@ -147,12 +147,14 @@ def detect_text(
     images: Annotated[list[Path], typer.Argument(help="Radiographs (PNG, JPEG, DICOM) or folders of them.")],
     out: Annotated[Path, typer.Option(help="CSV of the boxes to write.")] = Path("detections.csv"),
     threshold: Annotated[float, typer.Option(min=0.01, max=1.0, help="CRAFT text threshold (paper: 0.7).")] = 0.7,
+    canvas: Annotated[int, typer.Option(min=64, help="Long side (px) the image is resized to for CRAFT: 1024 finds "
+                                                     "lone L/R markers; smaller is faster.")] = 1024,
 ) -> None:
     """Find burned-in text with CRAFT (offline weights) and write one CSV row per image with its boxes."""
     from flows.single import detect_images
 
     try:
-        table = detect_images(images, out, threshold=threshold)
+        table = detect_images(images, out, threshold=threshold, canvas=canvas)
     except (OSError, ValueError) as error:
         raise _fail(error) from error
     found = int((table.n_boxes > 0).sum())

@@ -358,3 +358,36 @@ def _min_max(saliency: torch.Tensor) -> torch.Tensor:
     span = (high - low).clamp_min(torch.finfo(saliency.dtype).tiny)
     scaled = (flat - low[:, None]) / span[:, None]
     return torch.where((high > low)[:, None], scaled, torch.zeros_like(scaled)).view_as(saliency)
+
+
+@dataclass(frozen=True)
+class ImageExplanation:
+    """One image explained: image (H, W) in [0, 1] as read, saliency (s, s) in [0, 1] (higher = more important),
+    the explained class and its probability."""
+
+    image: np.ndarray
+    saliency: np.ndarray
+    target_label: str
+    target_probability: float
+
+
+def explain_image(path: str | Path, checkpoint: str | Path, config: ExplainConfig, *,
+                  target: str | None = None) -> ImageExplanation:
+    """Explain one radiograph file with the classifier at `checkpoint` (the `cxr-audit explain` command).
+
+    target: a class name of the checkpoint to explain; None explains the predicted class. Raises
+    ImageReadError naming an unreadable file, CheckpointError for a bad checkpoint, ExplainError for a
+    class the checkpoint does not know.
+    """
+    model, meta = load_checkpoint(checkpoint, device=config.device)
+    if target is not None and target not in meta.labels:
+        raise ExplainError(f"{checkpoint}: class {target!r} is not one of the checkpoint's {list(meta.labels)}")
+    image = read_image(path)
+    inputs = model_input(torch.from_numpy(image)[None], meta).to(config.device)
+    explanation = igos.explain(model, inputs, method=config.method, mask_size=config.mask_size, mode=config.mode,
+                               iterations=config.iterations, ig_steps=config.ig_steps,
+                               targets=None if target is None else [meta.labels.index(target)],
+                               seed=image_seed(config.seed, Path(path).name))
+    saliency = _min_max(explanation.saliency).cpu().numpy()[0].astype(np.float32)
+    return ImageExplanation(image, saliency, meta.labels[int(explanation.targets[0])],
+                            float(explanation.target_scores[0]))

@@ -62,3 +62,13 @@ def test_yaml_round_trips_with_every_default_written_out(tmp_path):
 def test_shipped_configs_load(name):
     config = load_config(ROOT / "configs" / name)
     assert isinstance(config, AuditConfig)
+
+
+def test_prefect_yaml_deployments_carry_valid_configs_and_a_nightly_schedule():
+    document = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    deployments = {item["name"]: item for item in document["deployments"]}
+    for deployment in deployments.values():
+        module, function = deployment["entrypoint"].split(":")
+        assert (ROOT / module).is_file() and function == "audit_flow"
+        AuditConfig.model_validate(deployment["parameters"]["config"])
+    assert deployments["nightly-dataset-audit"]["schedules"][0]["cron"] == "0 2 * * *"

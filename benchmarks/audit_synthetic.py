@@ -1,0 +1,120 @@
+"""The audit on synthetic data, against ground truth: does classifier A learn the text shortcut, and do the
+text-share flags find the images whose prediction rests on the text?
+
+Runs the whole audit flow (configs/demo.yaml unless --config) from scratch into a fresh run folder, or
+reads a finished run (--from-run runs/demo), and writes benchmarks/results/audit_synthetic.md and .json:
+
+    covid_recall_test, covid_recall_test_decorrelated   classifier A (the shortcut: the second is lower)
+    flag_precision, flag_recall                         flags at the configured threshold against "the
+                                                        prediction changes when the text alone is removed"
+                                                        (A on the image vs on its known text-free copy)
+    share_roc_auc                                       ROC AUC of text_share as a score for that truth
+    chosen_threshold_f1, chosen_threshold_youden        thresholds pipeline.audit.choose_threshold picks
+    seconds                                             the flow's wall time
+
+    python benchmarks/audit_synthetic.py                       # ~12 min on 2 CPU cores
+    python benchmarks/audit_synthetic.py --from-run runs/demo  # seconds: the numbers of a finished run
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.audit import AuditError, choose_threshold  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def measure(run_dir: Path) -> dict:
+    """The benchmark's numbers from a finished synthetic run folder."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    audit = pd.read_csv(run_dir / "audit" / "a.csv", dtype={"filename": str})
+    truth = pd.read_csv(run_dir / "audit" / "a_flag_truth.csv", dtype={"filename": str})
+    table = audit.merge(truth, on="filename")
+    shares, changed = table.text_share.to_numpy(), table.prediction_changed.to_numpy(bool)
+    numbers = {
+        "covid_recall_test": summary["a"]["covid_recall"]["test"],
+        "covid_recall_test_decorrelated": summary["a"]["covid_recall"]["test_decorrelated"],
+        "flag_precision": summary["flag_precision"], "flag_recall": summary["flag_recall"],
+        "share_roc_auc": summary["share_roc_auc"], "flag_threshold": summary["flag_threshold"],
+        "images_audited": len(table), "prediction_changed_without_text": int(changed.sum()),
+        "flagged": int(table.flagged.sum()), "seconds": summary["seconds"],
+        "text_share_a": summary["text_share_a"], "text_share_b": summary["text_share_b"],
+        "b_covid_recall_test_decorrelated": summary["b"]["covid_recall"]["test_decorrelated"],
+        "covid_mcnemar_p_test_decorrelated": summary["covid_mcnemar_p"]["test_decorrelated"],
+    }
+    for criterion in ("f1", "youden"):
+        try:
+            numbers[f"chosen_threshold_{criterion}"] = round(choose_threshold(shares, changed, criterion=criterion), 4)
+        except AuditError as error:
+            numbers[f"chosen_threshold_{criterion}"] = None
+            numbers["threshold_note"] = str(error)
+    numbers["by_threshold"] = [_at(shares, changed, t) for t in (0.05, 0.1, 0.15, 0.2, 0.3)]
+    return numbers
+
+
+def _at(shares: np.ndarray, changed: np.ndarray, threshold: float) -> dict:
+    flagged = shares >= threshold
+    hits = int((flagged & changed).sum())
+    return {"threshold": threshold, "flagged": int(flagged.sum()),
+            "precision": round(hits / flagged.sum(), 4) if flagged.any() else None,
+            "recall": round(hits / changed.sum(), 4) if changed.any() else None}
+
+
+def markdown(numbers: dict, command: str, run_dir: Path) -> str:
+    lines = [
+        "# Audit on synthetic data against ground truth",
+        "",
+        f"`{command}` — {datetime.date.today()}, {platform.machine()}, run folder `{run_dir}`.",
+        "",
+        "Ground truth of a flag: classifier A's prediction on the image differs from its prediction on the "
+        "known text-free copy of the same film.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+    ]
+    lines += [f"| {key} | {value} |" for key, value in numbers.items() if key != "by_threshold"]
+    lines += ["", "Flags at other thresholds (same maps):", "", "| threshold | flagged | precision | recall |",
+              "|---|---|---|---|"]
+    lines += [f"| {row['threshold']} | {row['flagged']} | {row['precision']} | {row['recall']} |"
+              for row in numbers["by_threshold"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "demo.yaml")
+    parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "benchmark-audit-synthetic")
+    parser.add_argument("--from-run", type=Path, help="a finished synthetic run folder to read instead of running")
+    args = parser.parse_args()
+    run_dir = args.from_run
+    if run_dir is None:
+        from flows.audit import run_audit
+        from flows.config import load_config
+        from flows.settings import use_offline_prefect
+
+        use_offline_prefect()
+        run_dir = args.run_dir
+        run_audit(load_config(args.config, run_dir=run_dir))
+    numbers = measure(run_dir)
+    command = "python " + shlex.join(["benchmarks/audit_synthetic.py", *sys.argv[1:]])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "audit_synthetic.json").write_text(json.dumps(numbers, indent=1) + "\n")
+    (RESULTS / "audit_synthetic.md").write_text(markdown(numbers, command, run_dir))
+    print(markdown(numbers, command, run_dir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Kill an audit run (SIGKILL) during text detection and again during iGOS++, rerun the same command:
+it completes, the chunks finished before each kill are not recomputed, the source dataset is byte-identical,
+and the outputs equal those of an uninterrupted run with the same seed (conftest's `local_run`)."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.flows.test_server import tiny_yaml
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def start(config: Path, run_dir: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "cxr-audit"), "demo", "--config", str(config), "--out", str(run_dir)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, cwd=Path(__file__).parents[2])
+
+
+def kill_when(process: subprocess.Popen, ready, timeout: float = 600) -> None:
+    """SIGKILL the run's whole process group as soon as `ready()` holds."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, f"the run ended before the kill point: {process.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, "kill point not reached"
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_killed_twice_then_resumed_equals_an_uninterrupted_run(local_run, tmp_path):
+    local_dir, local_summary = local_run
+    config = tiny_yaml(tmp_path / "tiny.yaml")
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "OMP_NUM_THREADS": "1"}
+    env.pop("PREFECT_API_URL", None)
+    chunks = run_dir / "text" / "chunks"
+
+    kill_when(start(config, run_dir, env), lambda: len(list(chunks.glob("*.csv"))) >= 2)
+    detected = {path.name: path.stat().st_mtime_ns for path in chunks.glob("*.csv")}
+    assert not (run_dir / "text" / "detections.csv").exists()
+    source = digests(run_dir / "data")
+
+    first_map = run_dir / "explain" / "a" / "chunk_0.npz"
+    kill_when(start(config, run_dir, env), first_map.is_file)
+    explained = first_map.stat().st_mtime_ns
+    assert not (run_dir / "explain" / "a" / "index.csv").exists()
+
+    final = start(config, run_dir, env)
+    _, errors = final.communicate(timeout=900)
+    assert final.returncode == 0, errors[-3000:]
+    assert {name: (chunks / name).stat().st_mtime_ns for name in detected} == detected
+    assert first_map.stat().st_mtime_ns == explained
+    assert digests(run_dir / "data") == source
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["a"] == local_summary["a"] and summary["b"] == local_summary["b"]
+    for name in ["predictions/b_test_decorrelated.csv", "audit/a.csv", "covidx_pp/manifest.csv"]:
+        pd.testing.assert_frame_equal(pd.read_csv(local_dir / name), pd.read_csv(run_dir / name), check_exact=False,
+                                      rtol=1e-4, atol=1e-6)
+    assert not [p for p in run_dir.rglob(".*") if p.is_file() and ".prefect" not in p.parts]  # no temporaries

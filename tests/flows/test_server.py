@@ -1,0 +1,104 @@
+"""A real Prefect server on loopback (`prefect server start`) and the CLI's audit run against it, on a
+2-worker local Dask cluster: the flow run is recorded by the server with its artifacts, and its outputs
+equal those of the local runner (conftest's `local_run`)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tests.flows.conftest import TINY
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def tiny_yaml(path: Path) -> Path:
+    """The tiny audit's settings (conftest.TINY, dotted keys) as a nested YAML config file."""
+    settings: dict = {}
+    for key, value in TINY.items():
+        node = settings
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def api(url: str, path: str, body: dict | None = None) -> object:
+    request = urllib.request.Request(f"{url}{path}", data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`prefect server start` on 127.0.0.1 with its own home; yields (API URL, environment for clients)."""
+    home = tmp_path_factory.mktemp("server-home")
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+           "PREFECT_API_URL": "", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            api(url, "/health")
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail("prefect server did not start on loopback within 120 s")
+            time.sleep(1)
+    yield url, {**env, "PREFECT_API_URL": url}
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def test_the_cli_runs_the_audit_on_dask_against_a_real_server(server, local_run, tmp_path):
+    url, env = server
+    local_dir, local_summary = local_run
+    config = tiny_yaml(tmp_path / "tiny.yaml")
+    run_dir = tmp_path / "dask"
+    result = subprocess.run([str(BIN / "cxr-audit"), "demo", "--config", str(config), "--out", str(run_dir),
+                             "--dask-workers", "2"], env=env, capture_output=True, text=True, timeout=900,
+                            cwd=Path(__file__).parents[2])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "COVID-19 recall on test_decorrelated" in result.stdout
+
+    runs = api(url, "/flow_runs/filter", {})
+    assert len(runs) == 1 and runs[0]["state_type"] == "COMPLETED"
+    keys = {artifact["key"] for artifact in api(url, "/artifacts/filter", {})}
+    assert {"audit-headline", "audit-metrics", "audit-report", "text-detection", "explain-a"} <= keys
+
+    for name in ["predictions/a_test.csv", "predictions/b_test_decorrelated.csv", "audit/a.csv", "compare/mcnemar.csv"]:
+        local, distributed = (pd.read_csv(folder / name) for folder in (local_dir, run_dir))
+        pd.testing.assert_frame_equal(local, distributed, check_exact=False, rtol=1e-4, atol=1e-6)
+    detections = [pd.read_csv(folder / "text/detections.csv").drop(columns="seconds")
+                  for folder in (local_dir, run_dir)]
+    pd.testing.assert_frame_equal(*detections)
+    with np.load(local_dir / "explain/a/chunk_0.npz") as a, np.load(run_dir / "explain/a/chunk_0.npz") as b:
+        np.testing.assert_allclose(a["saliency"], b["saliency"], atol=1e-5)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["a"] == local_summary["a"] and summary["b"] == local_summary["b"]
