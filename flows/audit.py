@@ -41,11 +41,11 @@ from prefect.artifacts import (
 )
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from datasets.atomic import write_text
+from datasets.atomic import sha256_of, write_text
 from datasets.covidx import Record, check_disjoint, read_split
 from datasets.synthetic import MANIFEST as SYNTHETIC_MANIFEST
 from datasets.synthetic import generate, read_truth
-from flows.config import AuditConfig
+from flows.config import AuditConfig, SyntheticData
 from flows.rundir import RunLock, content_key
 from pipeline import audit as audit_stage
 from pipeline import compare as compare_stage
@@ -54,7 +54,7 @@ from pipeline import predict as predict_stage
 from pipeline import text as text_stage
 from pipeline import train as train_stage
 from pipeline.checkpoint import checkpoint_digest
-from pipeline.clean import build_clean_dataset, resolve_splits, sha256_of
+from pipeline.clean import build_clean_dataset, resolve_splits
 
 LOG = logging.getLogger(__name__)
 VERSIONED = ("cxr-audit", "torch", "torchvision", "easyocr", "prefect", "opencv-python-headless", "pydicom")
@@ -105,7 +105,7 @@ def prepare_data(config: AuditConfig, key: str) -> Data:
     spec = config.data
     synthetic = spec.root is None
     root = (config.run_dir / "data" if synthetic else spec.root).resolve()
-    if synthetic and not (root / SYNTHETIC_MANIFEST).is_file():
+    if synthetic and not _generated_as_asked(root, spec.synthetic):
         s = spec.synthetic
         generate(root, n_train=s.n_train, n_test=s.n_test, image_size=s.image_size, seed=s.seed, shortcut=s.shortcut,
                  repeat_fraction=s.repeat_fraction, overwrite=True)
@@ -174,8 +174,14 @@ def audit(checkpoint: Path, records: list[Record], run_dir: Path, detections_csv
         tried = result.table[result.table.counterfactual]
         changed = dict(zip(tried.filename, tried.cf_prediction_changed.astype(bool), strict=True))
         reference = "counterfactual (flagged images and a sample of the others)"
+    # Flags from the saliency alone, and flags the counterfactual confirmed (flagged, and the prediction
+    # changed when the detected text was inpainted): the heatmap is a lead, the counterfactual the evidence.
+    confirmed = result.table.assign(flagged=result.table.flagged & result.table.cf_prediction_changed.eq(True))
+    quality = audit_stage.flag_quality(result.table, changed)
+    quality.update({f"confirmed_{key.removeprefix('flag_')}": value for key, value in
+                    audit_stage.flag_quality(confirmed, changed).items() if key.startswith("flag_")})
     quality = {key: None if isinstance(value, float) and math.isnan(value) else value  # JSON has no NaN
-               for key, value in audit_stage.flag_quality(result.table, changed).items()}
+               for key, value in quality.items()}
     quality.update(flag_reference=reference, flag_threshold=config.audit.threshold)
     write_text(run_dir / "audit" / f"{name}_quality.json", json.dumps(quality, indent=1) + "\n")
     return result.table_path
@@ -328,6 +334,15 @@ def _fresh(stage_task: Task, *outputs: Path) -> Task:
     return stage_task.with_options(refresh_cache=not all(path.is_file() for path in outputs))
 
 
+def _generated_as_asked(root: Path, asked: SyntheticData) -> bool:
+    """Whether `root` holds a complete synthetic dataset generated with exactly these settings."""
+    try:
+        made = json.loads((root / SYNTHETIC_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return all(made.get(key) == value for key, value in asked.model_dump().items())
+
+
 def _synthetic_manifest(config: AuditConfig) -> str:
     """Part of the data key: the generated dataset's manifest hash, or "" while it is missing or incomplete."""
     manifest = config.run_dir / "data" / SYNTHETIC_MANIFEST
@@ -393,7 +408,8 @@ def write_summary(run_dir: Path, data: Data, splits: Sequence[str], seconds: flo
     summary["covid_recall_difference"] = {row.split: {"value": round(float(row.value), 4), "ci_low": round(
         float(row.ci_low), 4), "ci_high": round(float(row.ci_high), 4)} for row in difference.itertuples()}
     quality = json.loads((run_dir / "audit" / "a_quality.json").read_text())
-    summary.update({key: quality[key] for key in ("flag_precision", "flag_recall", "share_roc_auc", "flag_reference",
+    summary.update({key: quality[key] for key in ("flag_precision", "flag_recall", "confirmed_precision",
+                                                  "confirmed_recall", "share_roc_auc", "flag_reference",
                                                   "flag_threshold")})
     for m in ("a", "b"):
         summary[f"text_share_{m}"] = round(float(pd.read_csv(run_dir / "audit" / f"{m}.csv").text_share.mean()), 4)

@@ -9,11 +9,14 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from flows.settings import use_offline_prefect
+
+if TYPE_CHECKING:
+    from flows.config import AuditConfig
 
 app = typer.Typer(help="Audit chest X-ray datasets for burned-in text shortcuts (iGOS++, COVIDx -> COVIDx++).",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -35,14 +38,19 @@ def _fail(error: Exception, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _audit(config_path: Path | None, **overrides: object) -> None:
-    """Load and validate the config (exit 2 on a bad one), run the flow, print the headline."""
+def _config(config_path: Path | None, **overrides: object) -> AuditConfig:
+    """The validated config; exit code 2 (nothing done) on a bad one."""
     from flows.config import ConfigError, load_config
 
     try:
-        config = load_config(config_path, **overrides)
+        return load_config(config_path, **overrides)
     except ConfigError as error:
         raise _fail(error, 2) from error
+
+
+def _audit(config_path: Path | None, **overrides: object) -> None:
+    """Load and validate the config, run the flow, print the headline."""
+    config = _config(config_path, **overrides)
     from flows.audit import run_audit
     from flows.rundir import RunInUseError
 
@@ -204,12 +212,7 @@ def serve(
     name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly-dataset-audit",
 ) -> None:
     """Serve the audit as a scheduled Prefect deployment (needs a Prefect server: PREFECT_API_URL)."""
-    from flows.config import ConfigError, load_config
-
-    try:
-        loaded = load_config(config)
-    except ConfigError as error:
-        raise _fail(error, 2) from error
+    loaded = _config(config)
     from flows.audit import audit_flow
 
     typer.echo(f"serving {name!r} on cron {cron!r} (Ctrl-C stops)")

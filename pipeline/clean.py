@@ -37,7 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from datasets.atomic import atomic_path, write_text
+from datasets.atomic import atomic_path, sha256_of, write_text
 from datasets.covidx import read_split, write_split
 from datasets.dicom import write_dicom_like
 from datasets.errors import DatasetError
@@ -194,14 +194,6 @@ def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None, peak: flo
 
 
 # ---- the dataset ----------------------------------------------------------------------------------
-
-
-def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_splits(src_root: Path, splits: Sequence[str | Path] | Mapping[str | Path, str | Path]

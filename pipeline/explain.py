@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 import igos
-from datasets.atomic import atomic_path, write_text
+from datasets.atomic import atomic_path, sha256_of, write_text
 from datasets.covidx import Record
 from datasets.errors import DatasetError
 from datasets.images import read_image
@@ -164,7 +164,7 @@ def image_seed(seed: int, filename: str) -> int:
 def file_sha256(path: str | Path | None) -> str:
     """sha256 of a file's bytes; "missing" for a file that cannot be read (the chunk is redone when it appears)."""
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path is not None else "missing"
+        return sha256_of(path) if path is not None else "missing"
     except OSError:
         return "missing"
 

@@ -5,6 +5,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+# The shared test setting: 32×32 images whose evidence is one 8×8 window, and cheap options per method.
+SIZE = (32, 32)
+WINDOW = (8, 16, 8, 8)
+FAST = {"iterations": 5, "ig_steps": 4}
+METHOD_OPTIONS = {
+    "igos++": FAST, "igos+": FAST, "igos": FAST, "igos-insertion": FAST,
+    "mask": {"iterations": 20}, "rise": {"n_masks": 64, "cell_grid": 4},
+    "gradcam": {}, "integrated-gradients": {"ig_steps": 5}, "gradient": {},
+}
+
 
 class WindowEvidenceNet(nn.Module):
     """Logits (n, 2): class 0 is 0; class 1 is gain · (mean of channel-mean pixels in `window` − 0.5).

@@ -4,16 +4,16 @@ import pytest
 import torch
 
 import igos
-from tests.igos.evidence import WindowEvidenceNet, evidence_images, top_fraction_inside, window_mask
-
-SIZE = (32, 32)
-WINDOW = (8, 16, 8, 8)
-FAST = {"iterations": 5, "ig_steps": 4}
-METHOD_OPTIONS = {
-    "igos++": FAST, "igos+": FAST, "igos": FAST, "igos-insertion": FAST,
-    "mask": {"iterations": 20}, "rise": {"n_masks": 64, "cell_grid": 4},
-    "gradcam": {}, "integrated-gradients": {"ig_steps": 5}, "gradient": {},
-}
+from tests.igos.evidence import (
+    FAST,
+    METHOD_OPTIONS,
+    SIZE,
+    WINDOW,
+    WindowEvidenceNet,
+    evidence_images,
+    top_fraction_inside,
+    window_mask,
+)
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,8 @@ import torch
 from torch import Tensor, nn
 
 import igos
-from tests.igos.evidence import WindowEvidenceNet, evidence_images
+from tests.igos.evidence import FAST, METHOD_OPTIONS, SIZE, WINDOW, WindowEvidenceNet, evidence_images
 
-SIZE = (32, 32)
-WINDOW = (8, 16, 8, 8)
-FAST = {"iterations": 5, "ig_steps": 4}
-METHOD_OPTIONS = {
-    "igos++": FAST, "igos+": FAST, "igos": FAST, "igos-insertion": FAST,
-    "mask": {"iterations": 20}, "rise": {"n_masks": 64, "cell_grid": 4},
-    "gradcam": {}, "integrated-gradients": {"ig_steps": 5}, "gradient": {},
-}
 # Largest |Δ saliency| bf16 vs fp32 allowed on the evidence model (measured on CPU: at most 0.011, I-GOS).
 BF16_TOLERANCE = 0.05
 
