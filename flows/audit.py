@@ -26,7 +26,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 
@@ -268,6 +268,7 @@ def audit_flow(config: AuditConfig) -> dict:
             run_dir, list(tests), config, key=content_key(
                 "compare", *(sha256_of(run_dir / "predictions" / f"{m}_{s}.csv") for m in "ab" for s in tests),
                 sha256_of(run_dir / "audit" / "a.csv"), config.compare))
+        _seed_runs(run_dir, config, data, train_records, pp_train, tests)
         write_rejected(run_dir)
         summary = write_summary(run_dir, data, list(tests), time.perf_counter() - started)
         _artifacts(run_dir, summary)
@@ -276,6 +277,34 @@ def audit_flow(config: AuditConfig) -> dict:
 
             render(run_dir)
     return summary
+
+
+def _seed_runs(run_dir: Path, config: AuditConfig, data: Data, train_records: list[Record], pp_train: list[Record],
+               tests: dict[str, list[Record]]) -> None:
+    """Both arms retrained with `compare.extra_train_seeds`; compare/seeds.csv: mean ± sd of every metric
+    across all seeds (the main run's included), per split, arm and stratum."""
+    seeds = config.compare.extra_train_seeds
+    if not seeds:
+        return
+    flagged = pd.read_csv(run_dir / "audit" / "a.csv", usecols=["filename", "flagged"], dtype={"filename": str})
+    tables: dict[tuple[str, str], list[pd.DataFrame]] = {}
+    for m, records, digest in (("a", train_records, data.digest),
+                               ("b", pp_train, sha256_of(run_dir / "covidx_pp" / "manifest.csv"))):
+        for name in tests:
+            tables[(m, name)] = [pd.read_csv(run_dir / "predictions" / f"{m}_{name}.csv", dtype={"filename": str})]
+        for seed in seeds:
+            settings = config.model_copy(update={"train": replace(config.train, seed=seed)})
+            path = run_dir / "models" / "seeds" / f"{m}_seed{seed}.safetensors"
+            checkpoint = _fresh(train_classifier, path, path.with_suffix(".json"))(
+                records, path, settings, key=content_key(f"train-{m}", digest, settings.train))
+            for name, split_records in tests.items():
+                out = run_dir / "predictions" / "seeds" / f"{m}_seed{seed}_{name}.csv"
+                tables[(m, name)].append(pd.read_csv(_predict(checkpoint, split_records, out), dtype={"filename": str}))
+    rows = [compare_stage.seed_summary([_with_flags(t, flagged) for t in group]).assign(split=name, model=m)
+            for (m, name), group in tables.items()]
+    summary = pd.concat(rows, ignore_index=True)
+    columns = ["split", "model", "stratum_kind", "stratum", "metric", "mean", "sd", "n_seeds"]
+    write_text(run_dir / "compare" / "seeds.csv", summary[columns].to_csv(index=False, lineterminator="\n"))
 
 
 def detect_text(data: Data, config: AuditConfig, splits: Sequence[tuple[str, list[Record]]]) -> Path:

@@ -75,11 +75,14 @@ class DataConfig(_Strict):
 
 
 class CompareSettings(_Strict):
-    """The paired comparison: bootstrap resamples (patients resampled), interval level, seed."""
+    """The paired comparison: bootstrap resamples (patients resampled), interval level, bootstrap seed, and
+    `extra_train_seeds`: train both arms again with these seeds (besides `train.seed`) and report each
+    metric's mean ± sd across the seeds next to the single-run intervals (compare/seeds.csv)."""
 
     bootstrap: int = Field(2000, ge=100)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     seed: int = Field(0, ge=0)
+    extra_train_seeds: tuple[int, ...] = ()
 
 
 class RunnerConfig(_Strict):

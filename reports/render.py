@@ -433,6 +433,11 @@ def _section_compare(run: Run, summary: Mapping, metrics: pd.DataFrame | None) -
     per_stratum = wide[~overall & headline]
     section.blocks.append(Table("Per stratum (source; flagged by the audit of A)", per_stratum))
     section.blocks.append(_table("McNemar's exact test on correctness (a_only: A right, B wrong)", mcnemar))
+    seeds = run.csv("compare/seeds.csv")
+    if seeds is not None:
+        shown = seeds[(seeds["stratum_kind"] == "all") & (seeds["metric"].isin(HEADLINE_METRICS)
+                                                          | seeds["metric"].str.startswith("recall_"))]
+        section.blocks.append(_table("Across training seeds: mean ± sd of each arm (all images)", shown))
     for split, frame in run.predictions("b").items():
         section.blocks.extend(_confusion(frame, f"B on {split}: confusion matrix"))
     return section

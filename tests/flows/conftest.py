@@ -14,7 +14,7 @@ TINY = {
               "patience": 2, "val_fraction": 0.2},
     "explain": {"mask_size": 7, "iterations": 2, "ig_steps": 2, "chunk_size": 6},
     "text": {"long_side": 384},
-    "compare": {"bootstrap": 100},
+    "compare": {"bootstrap": 100, "extra_train_seeds": [1]},
     "audit": {"gallery_size": 2},
 }
 

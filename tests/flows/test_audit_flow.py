@@ -15,15 +15,15 @@ import pytest
 from flows.audit import run_audit
 from tests.flows.conftest import tiny_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flow-runs")]  # one worker runs every flow run
 
 CONTRACT = ["config.yaml", "text/detections.csv", "covidx_pp/manifest.csv", "models/a.safetensors", "models/a.json",
             "models/a_history.csv", "models/b.safetensors", "predictions/a_test.csv", "predictions/b_test.csv",
             "predictions/a_test_decorrelated.csv", "predictions/b_test_pp.csv", "predictions/a_test_pp.csv",
             "explain/a/index.csv", "explain/a/chunk_0.npz", "explain/b/index.csv", "audit/a.csv",
             "audit/a_by_class.csv", "audit/a_by_source.csv", "audit/a_gallery.npz", "audit/b.csv",
-            "compare/metrics.csv", "compare/mcnemar.csv", "compare/confusion.csv", "summary.json", "report.html",
-            "summary.md"]
+            "compare/metrics.csv", "compare/mcnemar.csv", "compare/confusion.csv", "compare/seeds.csv",
+            "models/seeds/b_seed1.safetensors", "rejected.csv", "summary.json", "report.html", "summary.md"]
 SUMMARY_KEYS = ["a", "b", "mcnemar_p", "flag_precision", "flag_recall", "share_roc_auc", "text_share_a",
                 "text_share_b", "seconds", "covidx_pp"]
 

@@ -18,7 +18,7 @@ import yaml
 
 from tests.flows.conftest import TINY
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flow-runs")]  # one worker runs every flow run
 BIN = Path(sys.executable).parent
 
 
