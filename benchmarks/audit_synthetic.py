@@ -8,6 +8,7 @@ reads a finished run (--from-run runs/demo), and writes benchmarks/results/audit
     flag_precision, flag_recall                         flags at the configured threshold against "the
                                                         prediction changes when the text alone is removed"
                                                         (A on the image vs on its known text-free copy)
+    confirmed_precision, confirmed_recall               the same for flags the counterfactual confirmed
     share_roc_auc                                       ROC AUC of text_share as a score for that truth
     chosen_threshold_f1, chosen_threshold_youden        thresholds pipeline.audit.choose_threshold picks
     seconds                                             the flow's wall time
@@ -48,6 +49,7 @@ def measure(run_dir: Path) -> dict:
         "covid_recall_test": summary["a"]["covid_recall"]["test"],
         "covid_recall_test_decorrelated": summary["a"]["covid_recall"]["test_decorrelated"],
         "flag_precision": summary["flag_precision"], "flag_recall": summary["flag_recall"],
+        "confirmed_precision": summary["confirmed_precision"], "confirmed_recall": summary["confirmed_recall"],
         "share_roc_auc": summary["share_roc_auc"], "flag_threshold": summary["flag_threshold"],
         "images_audited": len(table), "prediction_changed_without_text": int(changed.sum()),
         "flagged": int(table.flagged.sum()), "seconds": summary["seconds"],
@@ -85,7 +87,8 @@ def markdown(numbers: dict, command: str, run_dir: Path) -> str:
         "| measure | value |",
         "|---|---|",
     ]
-    lines += [f"| {key} | {value} |" for key, value in numbers.items() if key != "by_threshold"]
+    lines += [f"| {key} | {round(value, 4) if isinstance(value, float) else value} |"
+              for key, value in numbers.items() if key != "by_threshold"]
     lines += ["", "Flags at other thresholds (same maps):", "", "| threshold | flagged | precision | recall |",
               "|---|---|---|---|"]
     lines += [f"| {row['threshold']} | {row['flagged']} | {row['precision']} | {row['recall']} |"

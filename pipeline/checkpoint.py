@@ -44,8 +44,8 @@ class CheckpointMeta:
     """What a checkpoint is: enough to rebuild the model and feed it the right input.
 
     labels: the class of each output index. image_size: the side (pixels) images are resized to.
-    mean, std: input normalisation on [0, 1] pixels. train_sha256: hash of the training split (its
-    records), so a checkpoint can be traced to its data. validation: metrics of the selected epoch.
+    mean, std: input normalisation on [0, 1] pixels. train_sha256: hash of the training data (split-file lines
+    and image bytes), so a checkpoint can be traced to its data. validation: metrics of the selected epoch.
     """
 
     architecture: str

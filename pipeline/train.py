@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from datasets.atomic import write_text
+from datasets.atomic import sha256_of, write_text
 from datasets.covidx import LABELS_3CLASS, LABELS_BINARY, Record, split_by_patient
 from datasets.images import read_image
 from pipeline.checkpoint import CheckpointMeta, load_checkpoint, model_input, save_checkpoint
@@ -143,8 +143,19 @@ def positive_label(labels: Sequence[str]) -> str:
 
 
 def records_sha256(records: Sequence[Record]) -> str:
-    """sha256 of the records as split-file lines, in order (the hash of the split file they came from)."""
-    return hashlib.sha256("".join(record.to_line() + "\n" for record in records).encode("utf-8")).hexdigest()
+    """sha256 of the training data: each record's split-file line and its image file's sha256, in order.
+
+    The image bytes count too: COVIDx++ has the very split-file lines of its source, with other pixels.
+    An image that cannot be read contributes "unreadable".
+    """
+    digest = hashlib.sha256()
+    for record in records:
+        try:
+            image = sha256_of(record.path) if record.path is not None else "no path"
+        except OSError:
+            image = "unreadable"
+        digest.update(f"{record.to_line()}\t{image}\n".encode())
+    return digest.hexdigest()
 
 
 def load_resized(record: Record, size: int) -> torch.Tensor:

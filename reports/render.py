@@ -400,6 +400,10 @@ def _verdict(summary: Mapping, metrics: pd.DataFrame, mcnemar: pd.DataFrame) -> 
                      "text made B worse, so the inpainting removed signal or added artefacts.")
             if low <= 0 <= high:
                 line += f" The interval of the {covid} difference includes 0: the size of the effect is uncertain."
+        elif split.endswith("_pp"):
+            line += (" On this split the detected text was inpainted, as in B's training data: A's score here shows "
+                     "how much A needed that text, and the comparison favours B by construction; it does not show "
+                     "that B reads the lungs (other source cues remain).")
         else:
             line += (" Text and label are confounded with the source on this split: a model that recognises the "
                      "source scores well either way, so a change here proves little about shortcuts.")

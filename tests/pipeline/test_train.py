@@ -76,7 +76,10 @@ def test_checkpoint_metadata_and_history_follow_the_contract(root, trained):
     result = trained[1]
     _, meta = load_checkpoint(result.checkpoint, labels=LABEL_ORDER, architecture="small_cnn")
     assert meta.image_size == 32 and meta.seed == 0
-    assert meta.train_sha256 == hashlib.sha256((root / SPLIT_FILES["train"]).read_bytes()).hexdigest()
+    lines = (root / SPLIT_FILES["train"]).read_text().splitlines()
+    images = [hashlib.sha256((root / "train" / line.split()[1]).read_bytes()).hexdigest() for line in lines]
+    expected = "".join(f"{line}\t{image}\n" for line, image in zip(lines, images, strict=True))
+    assert meta.train_sha256 == hashlib.sha256(expected.encode()).hexdigest()
     assert result.history_csv == result.checkpoint.with_name("a_history.csv")
     history = pd.read_csv(result.history_csv)
     assert list(history.columns) == CONTRACT_COLUMNS == list(HISTORY_COLUMNS)
