@@ -53,7 +53,7 @@ from pipeline import explain as explain_stage
 from pipeline import predict as predict_stage
 from pipeline import text as text_stage
 from pipeline import train as train_stage
-from pipeline.checkpoint import checkpoint_digest
+from pipeline.checkpoint import checkpoint_digest, read_meta
 from pipeline.clean import build_clean_dataset, resolve_splits
 
 LOG = logging.getLogger(__name__)
@@ -212,7 +212,8 @@ def compare(run_dir: Path, splits: list[str], config: AuditConfig, key: str) -> 
         before, after = (pd.read_csv(run_dir / "predictions" / f"{m}_{split}.csv", dtype={"filename": str})
                          for m in ("a", "b"))
         pairs[split] = (_with_flags(before, flagged), _with_flags(after, flagged))
-    comparison = compare_stage.compare_splits(pairs, n_resamples=config.compare.bootstrap,
+    labels = read_meta(run_dir / "models" / "a.safetensors").labels  # 3-class or binary COVIDx
+    comparison = compare_stage.compare_splits(pairs, labels=labels, n_resamples=config.compare.bootstrap,
                                               confidence=config.compare.confidence, seed=config.compare.seed)
     compare_stage.write_comparison(comparison, run_dir)
     return run_dir / "compare" / "metrics.csv"
@@ -300,8 +301,9 @@ def _seed_runs(run_dir: Path, config: AuditConfig, data: Data, train_records: li
             for name, split_records in tests.items():
                 out = run_dir / "predictions" / "seeds" / f"{m}_seed{seed}_{name}.csv"
                 tables[(m, name)].append(pd.read_csv(_predict(checkpoint, split_records, out), dtype={"filename": str}))
-    rows = [compare_stage.seed_summary([_with_flags(t, flagged) for t in group]).assign(split=name, model=m)
-            for (m, name), group in tables.items()]
+    labels = read_meta(run_dir / "models" / "a.safetensors").labels
+    rows = [compare_stage.seed_summary([_with_flags(t, flagged) for t in group], labels=labels)
+            .assign(split=name, model=m) for (m, name), group in tables.items()]
     summary = pd.concat(rows, ignore_index=True)
     columns = ["split", "model", "stratum_kind", "stratum", "metric", "mean", "sd", "n_seeds"]
     write_text(run_dir / "compare" / "seeds.csv", summary[columns].to_csv(index=False, lineterminator="\n"))
@@ -411,7 +413,7 @@ def write_rejected(run_dir: Path) -> Path:
 
 def write_summary(run_dir: Path, data: Data, splits: Sequence[str], seconds: float) -> dict:
     """summary.json: the headline numbers of docs/run-directory.md, read from the run's tables."""
-    covid = "COVID-19"
+    covid = train_stage.positive_label(read_meta(run_dir / "models" / "a.safetensors").labels)
     summary: dict = {"run_id": run_dir.name, "seconds": round(seconds, 1), "synthetic": data.synthetic,
                      "versions": {package: version(package) for package in VERSIONED},
                      "dataset": {split.name: len(split.records()) for split in (data.train, *data.tests.values())}}
