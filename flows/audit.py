@@ -21,6 +21,7 @@ chunk files themselves. A task whose recorded outputs have gone missing runs aga
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -114,11 +115,11 @@ def prepare_data(config: AuditConfig, key: str) -> Data:
     train = Split("train", train_file, folders[train_file])
     tests = {name: Split(name, (root / file).resolve(), folders[(root / file).resolve()])
              for name, file in spec.test_splits.items()}
-    train_records = train.records()
-    for split in tests.values():  # synthetic test_decorrelated shares test's patients on purpose (paired)
-        check_disjoint(train_records, split.records())
+    records = {split.name: split.records() for split in (train, *tests.values())}
+    for name in tests:  # synthetic test_decorrelated shares test's patients on purpose (paired)
+        check_disjoint(records["train"], records[name])
     digest = content_key("data", *(sha256_of(s.split_file) for s in (train, *tests.values())),
-                         *(sha256_of(r.path) for s in (train, *tests.values()) for r in s.records()))
+                         *(image_hash(r.path) for split in records.values() for r in split))
     return Data(root, train, tests, spec.audit_split, synthetic, digest)
 
 
@@ -234,13 +235,14 @@ def audit_flow(config: AuditConfig) -> dict:
         write_text(run_dir / "config.yaml", config.to_yaml())
         data = prepare_data(config, key=content_key("data", config.data, _synthetic_manifest(config)))
         audited = data.tests[data.audit_split]
-        train_records, audit_records = data.train.records(), audited.records()
+        train_records = data.train.records()
+        tests = {name: split.records() for name, split in data.tests.items()}
+        audit_records = tests[data.audit_split]
 
         detections = detect_text(data, config, [("train", train_records), (data.audit_split, audit_records)])
         a_path = run_dir / "models" / "a.safetensors"
         a = _fresh(train_classifier, a_path, a_path.with_suffix(".json"))(
             train_records, a_path, config, key=content_key("train-a", data.digest, config.train))
-        tests = {name: split.records() for name, split in data.tests.items()}
         for name, records in tests.items():
             _predict(a, records, run_dir / "predictions" / f"a_{name}.csv")
         _explain(a, audit_records, run_dir, config, data.audit_split)
@@ -317,7 +319,7 @@ def detect_text(data: Data, config: AuditConfig, splits: Sequence[tuple[str, lis
         for k in range(0, len(records), chunk_size):
             part = records[k : k + chunk_size]
             out = config.run_dir / "text" / "chunks" / f"{split}_{k // chunk_size:04d}.csv"
-            key = content_key("detect", config.text, split, *(f"{r.filename}:{sha256_of(r.path)}" for r in part))
+            key = content_key("detect", config.text, split, *(f"{r.filename}:{image_hash(r.path)}" for r in part))
             jobs.append((part, out, split, key))
     progress = create_progress_artifact(0.0, key="text-detection", description="Text detection: chunks done (%)")
     futures = [_fresh(detect_text_chunk, out).submit(part, out, config, split, key=key)
@@ -351,13 +353,26 @@ def _explain(checkpoint: Path, records: list[Record], run_dir: Path, config: Aud
 
 
 def _predict(checkpoint: Path, records: list[Record], out_csv: Path) -> Path:
-    key = content_key("predict", checkpoint_digest(checkpoint), *(f"{r.filename}:{sha256_of(r.path)}" for r in records))
+    key = content_key("predict", checkpoint_digest(checkpoint),
+                      *(f"{r.filename}:{image_hash(r.path)}" for r in records))
     return _fresh(predict, out_csv)(checkpoint, records, out_csv, key=key)
 
 
 def _cleaned(split: Split, root: Path, pp_root: Path) -> Split:
     """The COVIDx++ copy of a split: the same relative split file and image folder under `pp_root`."""
     return Split(split.name, pp_root / split.split_file.relative_to(root), pp_root / split.image_dir.relative_to(root))
+
+
+@functools.cache  # one short string per image: bounded by the dataset
+def _hash_of(path: Path, size: int, mtime_ns: int) -> str:
+    return sha256_of(path)
+
+
+def image_hash(path: Path) -> str:
+    """sha256 of an image file, computed once per process while the file's size and mtime stay the same:
+    the flow's cache keys name every image several times (data digest, detection and prediction keys)."""
+    status = Path(path).stat()
+    return _hash_of(Path(path), status.st_size, status.st_mtime_ns)
 
 
 def _fresh(stage_task: Task, *outputs: Path) -> Task:
