@@ -1,6 +1,7 @@
-"""Kill an audit run (SIGKILL) during text detection and again during iGOS++, rerun the same command:
-it completes, the chunks finished before each kill are not recomputed, the source dataset is byte-identical,
-and the outputs equal those of an uninterrupted run with the same seed (conftest's `local_run`)."""
+"""Kill an audit run (SIGKILL) during text detection, again during iGOS++ and again while COVIDx++ is being
+built, rerun the same command: it completes, the chunks and images finished before each kill are not
+recomputed, the source dataset is byte-identical, and the outputs equal those of an uninterrupted run with
+the same seed (conftest's `local_run`)."""
 
 import hashlib
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from tests.flows.test_server import tiny_yaml
 
@@ -26,13 +28,13 @@ def start(config: Path, run_dir: Path, env: dict) -> subprocess.Popen:
                             start_new_session=True, cwd=Path(__file__).parents[2])
 
 
-def kill_when(process: subprocess.Popen, ready, timeout: float = 600) -> None:
-    """SIGKILL the run's whole process group as soon as `ready()` holds."""
+def kill_when(process: subprocess.Popen, ready, timeout: float = 600, poll: float = 0.1) -> None:
+    """SIGKILL the run's whole process group as soon as `ready()` holds (checked every `poll` seconds)."""
     deadline = time.monotonic() + timeout
     while not ready():
         assert process.poll() is None, f"the run ended before the kill point: {process.stderr.read()[-2000:]}"
         assert time.monotonic() < deadline, "kill point not reached"
-        time.sleep(0.1)
+        time.sleep(poll)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 
@@ -42,9 +44,14 @@ def digests(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_killed_twice_then_resumed_equals_an_uninterrupted_run(local_run, tmp_path):
+def test_killed_three_times_then_resumed_equals_an_uninterrupted_run(local_run, tmp_path):
     local_dir, local_summary = local_run
     config = tiny_yaml(tmp_path / "tiny.yaml")
+    # COVIDx++ writes its manifest every 2 images (not 50), so a kill lands between two checkpoints;
+    # checkpoint_every decides no pixel, so the outputs still equal local_run's.
+    settings = yaml.safe_load(config.read_text())
+    settings.setdefault("clean", {})["checkpoint_every"] = 2
+    config.write_text(yaml.safe_dump(settings))
     run_dir = tmp_path / "run"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "OMP_NUM_THREADS": "1"}
     env.pop("PREFECT_API_URL", None)
@@ -62,11 +69,19 @@ def test_killed_twice_then_resumed_equals_an_uninterrupted_run(local_run, tmp_pa
     explained = first_map.stat().st_mtime_ns
     assert not (run_dir / "explain" / "a" / "index.csv").exists()
 
+    manifest = run_dir / "covidx_pp" / "manifest.csv"
+    kill_when(start(config, run_dir, env), manifest.is_file, poll=0.005)
+    partial = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    assert not (run_dir / "models" / "b.safetensors").exists()
+    built = {row.output: (run_dir / "covidx_pp" / row.output).stat().st_mtime_ns for row in partial.itertuples()}
+
     final = start(config, run_dir, env)
     _, errors = final.communicate(timeout=900)
     assert final.returncode == 0, errors[-3000:]
     assert {name: (chunks / name).read_bytes() for name in detected} == detected
     assert first_map.stat().st_mtime_ns == explained
+    assert 0 < len(partial) < len(pd.read_csv(manifest)), "the kill should fall inside the COVIDx++ build"
+    assert {output: (run_dir / "covidx_pp" / output).stat().st_mtime_ns for output in built} == built
     assert digests(run_dir / "data") == source
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["a"] == local_summary["a"] and summary["b"] == local_summary["b"]
