@@ -82,8 +82,9 @@ def read_split(path: str | Path, image_dir: str | Path | None = None) -> list[Re
             continue
         record = parse_line(line, path=path, line=number)
         if record.filename in first_line:
+            first = first_line[record.filename]
             raise SplitFileError(
-                path, f"duplicate filename {record.filename!r} (first on line {first_line[record.filename]})", number
+                path, f"duplicate filename {record.filename!r} (first on line {first}): list each image once", number
             )
         first_line[record.filename] = number
         if records and (record.label in LABELS_BINARY) != (records[0].label in LABELS_BINARY):

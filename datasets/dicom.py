@@ -5,7 +5,9 @@ or LUT sequence) → VOI LUT (VOI LUT sequence, else Window Center/Width with LI
 SIGMOID) → [0, 1] over the VOI output range → MONOCHROME1 inverted, so that 0 is always black. When
 the file has neither a VOI LUT nor a window, the modality values are stretched linearly from their
 minimum to their maximum. Compressed transfer syntaxes decode through pydicom's plugins
-(pylibjpeg-openjpeg for JPEG 2000, Pillow for baseline JPEG, pydicom itself for RLE).
+(pylibjpeg-openjpeg for JPEG 2000, Pillow for baseline JPEG, pydicom itself for RLE, python-gdcm for
+JPEG Lossless and JPEG-LS). Header values are parsed lazily, so a corrupt value can surface at any
+step: every failure becomes an ImageReadError naming the file.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.pixels.processing import apply_windowing
 from pydicom.uid import generate_uid
 
@@ -46,6 +48,10 @@ _STALE_PIXEL_KEYWORDS = (
     "SmallestImagePixelValue",
     "LargestImagePixelValue",
 )
+# python-gdcm, first in pydicom's plugin order, aborts the whole process (an uncaught C++ exception) on
+# some corrupt baseline JPEG data, so it decodes only what no other installed plugin can (JPEG Lossless,
+# JPEG-LS); these decode the same files to the same pixels and fail with an exception.
+_SAFER_PLUGINS = ("pylibjpeg", "pillow")
 
 
 def read_dicom(path: str | Path, *, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE) -> np.ndarray:
@@ -56,17 +62,27 @@ def read_dicom(path: str | Path, *, max_pixels: int = MAX_PIXELS, min_side: int 
     image within the size limits (checked from the header, before decoding).
     """
     ds = read_header(path, max_pixels=max_pixels, min_side=min_side)
-    if ds.get("PresentationIntentType", "") == "FOR PROCESSING":
+    try:
+        for_processing = ds.get("PresentationIntentType", "") == "FOR PROCESSING"
+        stored = _decode(path, ds)
+        if ds.PhotometricInterpretation in MONOCHROME:
+            image = _display(ds, stored)
+        else:
+            gray = stored.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+            image = (gray / (2**ds.BitsStored - 1)).clip(0, 1).astype(np.float32)
+    except ImageReadError:
+        raise
+    except Exception as err:  # a lazily parsed value; pydicom's message may quote it, so it is not shown
+        raise ImageReadError(
+            path, f"corrupt DICOM attribute ({type(err).__name__}): expected readable image attributes"
+        ) from err
+    if for_processing:
         warnings.warn(
             f"{path}: FOR PROCESSING image (raw detector data): its look differs from FOR PRESENTATION images",
             DicomWarning,
             stacklevel=2,
         )
-    stored = _decode(path, ds)
-    if ds.PhotometricInterpretation in MONOCHROME:
-        return _display(ds, stored)
-    gray = stored.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-    return (gray / (2**ds.BitsStored - 1)).clip(0, 1).astype(np.float32)
+    return image
 
 
 def read_header(path: str | Path, *, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE) -> Dataset:
@@ -78,12 +94,20 @@ def read_header(path: str | Path, *, max_pixels: int = MAX_PIXELS, min_side: int
         raise ImageReadError(path, "empty file (0 bytes): expected a DICOM file")
     try:
         ds = pydicom.dcmread(path, defer_size="1 MB")
+        _check_image_module(path, ds, max_pixels, min_side)
+    except ImageReadError:
+        raise
     except InvalidDicomError as err:
         raise ImageReadError(path, "not a DICOM file: expected a 128-byte preamble followed by 'DICM'") from err
     except Exception as err:  # any parse failure; pydicom's message may quote header values, so it is not shown
         raise ImageReadError(
             path, f"corrupt DICOM header ({type(err).__name__}): expected a readable data set"
         ) from err
+    return ds
+
+
+def _check_image_module(path: Path, ds: Dataset, max_pixels: int, min_side: int) -> None:
+    """Raise ImageReadError unless `ds` is a single-frame image within the size limits."""
     if "PixelData" not in ds:
         kind = getattr(ds.get("SOPClassUID"), "name", "unknown SOP class")
         raise ImageReadError(
@@ -98,7 +122,6 @@ def read_header(path: str | Path, *, max_pixels: int = MAX_PIXELS, min_side: int
     interpretation = ds.get("PhotometricInterpretation", "")
     if interpretation not in (*MONOCHROME, "RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT"):
         raise ImageReadError(path, f"photometric interpretation {interpretation!r}: expected MONOCHROME1/2 or RGB")
-    return ds
 
 
 def write_dicom_like(
@@ -163,6 +186,7 @@ def write_dicom_like(
 def _decode(path: str | Path, ds: Dataset) -> np.ndarray:
     """The stored pixel values, (H, W) or (H, W, 3), Bits Stored respected (pydicom masks the rest)."""
     syntax = ds.file_meta.get("TransferSyntaxUID")
+    ds.pixel_array_options(decoding_plugin=_plugin(syntax))
     try:
         stored = ds.pixel_array
     except Exception as err:  # decoder plugins raise many types; their messages hold no header values
@@ -172,6 +196,15 @@ def _decode(path: str | Path, ds: Dataset) -> np.ndarray:
     if stored.ndim != expected:
         raise ImageReadError(path, f"decoded pixel data has shape {stored.shape}: expected {expected} dimensions")
     return stored
+
+
+def _plugin(syntax: str | None) -> str:
+    """The first of _SAFER_PLUGINS installed for `syntax`, else "" (pydicom's own order)."""
+    try:
+        available = get_decoder(syntax).available_plugins
+    except (NotImplementedError, TypeError):  # no decoder for this syntax, or none given
+        return ""
+    return next((name for name in _SAFER_PLUGINS if name in available), "")
 
 
 def _display(ds: Dataset, stored: np.ndarray) -> np.ndarray:

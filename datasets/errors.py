@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-# 10,000 × 10,000 is rejected: decoding it to float32 alone would take 400 MB.
+# The memory bound of reading one image: larger ones are refused from the header, before decoding.
+# A read peaks at about 6–8 bytes per pixel for gray PNG/JPEG (up to ~18 for 16-bit RGBA) and 36 for a
+# windowed DICOM (tests/test_bad_inputs.py), so under 2 GB at this limit; 10,000 × 10,000 is refused.
 MAX_PIXELS = 50_000_000
 # Smaller than this on either side is not a usable radiograph.
 MIN_SIDE = 16
@@ -53,7 +55,7 @@ def check_image_size(
     """Raise ImageReadError unless `height`×`width` (from the file header) is within the limits."""
     if height * width > max_pixels:
         raise ImageReadError(
-            path, f"image is {width}×{height} pixels; expected at most {max_pixels:,} pixels (max_pixels)"
+            path, f"image is {width}×{height} pixels; expected at most {max_pixels:,} pixels (max_pixels): downscale it"
         )
     if min(height, width) < min_side:
         raise ImageReadError(path, f"image is {width}×{height} pixels; expected at least {min_side} on each side")

@@ -104,7 +104,9 @@ def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS, min_side: int 
         raise ImageReadError(path, f"cannot decode {header.kind.upper()} pixel data: truncated or corrupt file")
     gray = _to_gray(path, decoded)
     scale = 255 if gray.dtype == np.uint8 else 2**header.bits - 1
-    return (gray.astype(np.float32) / scale).clip(0, 1)
+    pixels = gray.astype(np.float32)
+    pixels /= scale  # in place: one float32 copy of the image at a time (the memory bound, errors.MAX_PIXELS)
+    return pixels.clip(0, 1, out=pixels)
 
 
 def write_image(path: str | Path, array: np.ndarray, *, like: str | Path, jpeg_quality: int = 95) -> Path:

@@ -1,10 +1,11 @@
 """Classifier checkpoints: weights in safetensors (no pickle) beside a JSON file of metadata.
 
-A checkpoint is two files: `<name>.safetensors` (the state dict) and `<name>.json` (`CheckpointMeta`:
-architecture, class order, input size and normalisation, seed, training-split hash, validation
-metrics). `load_checkpoint` rebuilds the model from the metadata and refuses a checkpoint whose class
-order or architecture differs from what the caller expects, or whose files are unreadable, with a
-`CheckpointError` that names the file.
+A checkpoint is two files: `<name>.safetensors` (the state dict, with the sha256 of its tensors in the
+file's own metadata) and `<name>.json` (`CheckpointMeta`: architecture, class order, input size and
+normalisation, seed, training-split hash, validation metrics). `load_checkpoint` reads the weights
+without unpickling anything, rebuilds the model from the metadata and refuses a checkpoint whose class
+order or architecture differs from what the caller expects, or whose files are unreadable or corrupt
+(tensors that no longer match their sha256), with a `CheckpointError` that names the file.
 
 `model_input` turns radiographs into what the model was trained on: resize to `image_size`
 (antialiased bilinear) and normalise as (x − mean) / std.
@@ -14,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from datasets.atomic import atomic_path, write_text
@@ -74,7 +75,7 @@ def save_checkpoint(model: nn.Module, meta: CheckpointMeta, path: str | Path) ->
     weights = weights_path(path)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     with atomic_path(weights) as temporary:
-        save_file(state, str(temporary), metadata={"architecture": meta.architecture})
+        save_file(state, str(temporary), metadata={"architecture": meta.architecture, "sha256": state_sha256(state)})
     write_text(weights.with_suffix(".json"), meta.to_json())
     return weights
 
@@ -110,13 +111,20 @@ def load_checkpoint(
         raise CheckpointError(weights, f"class order {list(meta.labels)} does not match the data's {list(labels)}: "
                               "retrain, or pass data with these labels")
     if architecture is not None and architecture != meta.architecture:
-        raise CheckpointError(weights, f"architecture {meta.architecture!r} is not the expected {architecture!r}")
+        raise CheckpointError(weights, f"architecture {meta.architecture!r} is not the expected {architecture!r}: "
+                              f"pass a checkpoint of a {architecture}, or retrain")
     try:
-        state = load_file(str(weights), device=str(device))
+        with safe_open(str(weights), framework="pt", device=str(device)) as handle:
+            recorded = (handle.metadata() or {}).get("sha256")
+            state = {name: handle.get_tensor(name) for name in handle.keys()}
     except FileNotFoundError as error:
         raise CheckpointError(weights, "checkpoint weights not found") from error
     except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(weights, f"unreadable weights (corrupt or not safetensors): {error}") from error
+        raise CheckpointError(weights, f"unreadable weights (corrupt or not safetensors): {error}; retrain, or "
+                              "restore the file") from error
+    if recorded is not None and state_sha256(state) != recorded:
+        raise CheckpointError(weights, "corrupt weights: the tensors do not match the sha256 recorded when they were "
+                              "saved; retrain, or restore the file")
     model = build_classifier(meta.architecture, len(meta.labels), meta.in_channels)
     try:
         model.load_state_dict(state)
@@ -124,6 +132,16 @@ def load_checkpoint(
         raise CheckpointError(weights, f"weights do not fit a {meta.architecture} with {len(meta.labels)} classes: "
                               f"{str(error).splitlines()[0]}") from error
     return model.to(device).eval(), meta
+
+
+def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 of a state dict: each tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def checkpoint_digest(path: str | Path) -> str:

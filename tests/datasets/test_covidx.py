@@ -118,6 +118,10 @@ def test_symlink_out_of_the_image_folder_is_rejected(tmp_path):
     (images / "link.png").symlink_to(tmp_path / "secret.png")
     error = _error(tmp_path, "p link.png normal\n", image_dir=images)
     assert error.line == 1 and "outside the image folder" in str(error)
+    (images / "inside.png").write_bytes(b"x")
+    (images / "sub").symlink_to(tmp_path)  # a linked folder on the way out
+    error = _error(tmp_path, "p inside.png normal\nq sub/secret.png normal\n", image_dir=images)
+    assert error.line == 2 and "'sub/secret.png' resolves outside the image folder" in str(error)
 
 
 def test_write_split_refuses_records_that_would_not_read_back(tmp_path):

@@ -1,6 +1,9 @@
 """DICOM pixels: hand-built files with known answers, real radiographs from pydicom-data, derived files."""
 
 import hashlib
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -13,6 +16,7 @@ from datasets.dicom import read_dicom, read_header, write_dicom_like
 from datasets.errors import DicomWarning, ImageReadError, ImageWriteError
 from datasets.images import read_image
 
+ROOT = Path(__file__).parents[2]
 SECRET_NAME, SECRET_ID = "SECRETNAME^PATIENT", "SECRET-ID-4711"
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 
@@ -185,6 +189,34 @@ def test_bad_dicoms_get_clear_errors_without_patient_identifiers(tmp_path):
     assert "multi-frame DICOM (2 frames)" in _read_error(frames)
     assert "RT Plan Storage" in _read_error(real("rtplan.dcm"))
     assert "PALETTE COLOR" in _read_error(real("examples_palette.dcm"))
+    # A value pydicom parses only when it is used (Window Center's VR bytes overwritten).
+    window = make_dicom(tmp_path / "window.dcm", tile(range(16), np.uint16), WindowCenter=8, WindowWidth=16)
+    raw = window.read_bytes()
+    at = raw.index(b"\x28\x00\x50\x10DS") + 4
+    window.write_bytes(raw[:at] + b"D\n" + raw[at + 2 :])
+    assert "corrupt DICOM attribute (NotImplementedError)" in _read_error(window)
+
+
+@pytest.mark.parametrize("name", ["SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_dcmtk_+eb+cy+np.dcm"])
+def test_baseline_jpeg_dicom_decodes_close_to_its_uncompressed_twin(name):
+    # YBR_FULL and YBR_FULL_422 lossy JPEG (decoded by Pillow) of the RGB image SC_rgb.dcm.
+    np.testing.assert_allclose(read_dicom(real(name)), read_dicom(real("SC_rgb.dcm")), atol=0.04)
+
+
+def test_corrupt_baseline_jpeg_dicom_never_aborts_the_process(tmp_path):
+    # python-gdcm, first in pydicom's plugin order, calls abort() on this file (the 0xFF of the second
+    # DHT marker overwritten); it is read in a subprocess, so a regression fails here instead of killing pytest.
+    data = bytearray(Path(real("SC_rgb_jpeg_dcmtk.dcm")).read_bytes())
+    first_dht = data.index(b"\xff\xc4", data.index(b"\xff\xd8\xff"))
+    data[data.index(b"\xff\xc4", first_dht + 2)] = ord("M")
+    path = tmp_path / "corrupt_jpeg.dcm"
+    path.write_bytes(bytes(data))
+    code = ("import sys\nfrom datasets.errors import ImageReadError\nfrom datasets.images import read_image\n"
+            "try:\n    print(read_image(sys.argv[1]).shape)\nexcept ImageReadError as error:\n    print(error)\n")
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300,
+                            cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "(100, 100)"  # Pillow decodes what is left of the scan
 
 
 def test_image_size_is_checked_from_the_header_before_decoding(tmp_path):

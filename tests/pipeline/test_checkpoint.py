@@ -1,10 +1,11 @@
 """pipeline.checkpoint and pipeline.models: round trip, every refusal names the file, architectures build offline."""
 
 import json
+import pickle
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from datasets.covidx import LABELS_BINARY
 from datasets.torch import LABEL_ORDER
@@ -45,8 +46,9 @@ def test_class_order_mismatch_is_refused(saved):
 
 
 def test_other_architecture_is_refused(saved):
-    with pytest.raises(CheckpointError, match="architecture 'small_cnn' is not the expected 'resnet18'"):
+    with pytest.raises(CheckpointError, match="architecture 'small_cnn' is not the expected 'resnet18'") as error:
         load_checkpoint(saved[0], architecture="resnet18")
+    assert str(saved[0]) in str(error.value) and "pass a checkpoint of a resnet18" in str(error.value)
 
 
 def test_corrupt_weights_are_refused(saved):
@@ -55,6 +57,50 @@ def test_corrupt_weights_are_refused(saved):
     with pytest.raises(CheckpointError, match="unreadable weights") as error:
         load_checkpoint(path)
     assert str(path) in str(error.value)
+
+
+def test_truncated_or_bit_flipped_weights_are_refused(saved):
+    path = saved[0]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"unreadable weights .*retrain, or restore the file") as error:
+        load_checkpoint(path)
+    assert str(path) in str(error.value)
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 0x01]))  # one bit of the last tensor: still a valid file
+    with pytest.raises(CheckpointError, match="do not match the sha256 recorded") as error:
+        load_checkpoint(path)
+    assert str(path) in str(error.value)
+
+
+def test_weights_without_a_recorded_sha256_still_load(saved):
+    path, meta, model = saved
+    save_file(model.state_dict(), str(path), metadata={"architecture": meta.architecture})
+    loaded, _ = load_checkpoint(path)
+    assert all(torch.equal(loaded.state_dict()[name], t) for name, t in model.state_dict().items())
+
+
+class CreatesFileWhenUnpickled:
+    def __init__(self, sentinel):
+        self.sentinel = str(sentinel)
+
+    def __reduce__(self):
+        return open, (self.sentinel, "w")
+
+
+def test_a_pickle_is_never_unpickled(saved, tmp_path, monkeypatch):
+    """Weights-only: a pickled state dict under the checkpoint's name is refused, its code never runs."""
+    path, sentinel = saved[0], tmp_path / "unpickled"
+    torch.save({"features.0.weight": CreatesFileWhenUnpickled(sentinel)}, path)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the checkpoint was unpickled")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    with pytest.raises(CheckpointError, match="unreadable weights") as error:
+        load_checkpoint(path)
+    assert str(path) in str(error.value) and not sentinel.exists()
 
 
 def test_weights_of_another_model_are_refused(saved):

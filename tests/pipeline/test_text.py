@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import pickle
 import shutil
 from dataclasses import replace
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from datasets.covidx import Record
 from datasets.errors import ImageReadError
@@ -169,6 +171,29 @@ def test_mismatched_weights_file_is_refused_before_loading(tmp_path):
     shutil.copyfile(default_weights_dir() / "english_g2.pth", tmp_path / WEIGHTS_FILE)  # a real, wrong pickle
     with pytest.raises(WeightsError, match=f"does not match the expected {WEIGHTS_MD5}"):
         CraftDetector(TextConfig(weights_dir=str(tmp_path)))
+
+
+class CreatesFileWhenUnpickled:
+    def __init__(self, sentinel):
+        self.sentinel = str(sentinel)
+
+    def __reduce__(self):
+        return open, (self.sentinel, "w")
+
+
+def test_weights_are_md5_verified_before_they_are_unpickled(tmp_path, monkeypatch):
+    sentinel = tmp_path / "unpickled"
+    with (tmp_path / WEIGHTS_FILE).open("wb") as handle:
+        pickle.dump({"basenet": CreatesFileWhenUnpickled(sentinel)}, handle)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the weights file was unpickled before its md5 was checked")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    with pytest.raises(WeightsError, match=f"{tmp_path / WEIGHTS_FILE}: md5 .* does not match the expected"):
+        CraftDetector(TextConfig(weights_dir=str(tmp_path)))
+    assert not sentinel.exists()
 
 
 def test_bad_inputs_give_clear_errors(detector, tmp_path):
