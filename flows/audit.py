@@ -44,6 +44,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from datasets.atomic import sha256_of, write_text
 from datasets.covidx import Record, check_disjoint, read_split
+from datasets.faults import is_transient
 from datasets.synthetic import MANIFEST as SYNTHETIC_MANIFEST
 from datasets.synthetic import generate, read_truth
 from flows.config import AuditConfig, SyntheticData
@@ -60,7 +61,10 @@ from pipeline.clean import build_clean_dataset, resolve_splits
 LOG = logging.getLogger(__name__)
 VERSIONED = ("cxr-audit", "torch", "torchvision", "easyocr", "prefect", "opencv-python-headless", "pydicom")
 REJECTED_COLUMNS = ("stage", "split", "filename", "reason")
-RETRIES, RETRY_DELAY = 2, 1  # transient I/O errors in per-image work: retried, then recorded by the stage
+QUALITY_KEYS = ("flag_precision", "flag_recall", "confirmed_precision", "confirmed_recall",
+                "counterfactual_precision", "counterfactual_recall", "share_roc_auc", "top5_share_roc_auc",
+                "truth_share_roc_auc", "flag_reference", "flag_threshold")
+RETRIES, RETRY_DELAY = 2, 1  # a per-image task with transient I/O errors is retried, then the stage's record stays
 
 
 def _cache_key(context: object, parameters: dict) -> str:
@@ -100,6 +104,21 @@ class Data:
 # ---- tasks ----------------------------------------------------------------------------------------
 
 
+class TransientIOError(OSError):
+    """Images of a per-image task failed with an I/O error that a retry may cure: Prefect retries the task."""
+
+
+def _retry_transient(stage_name: str, rejected: Sequence[tuple[str, str]]) -> None:
+    """Raise TransientIOError while this task has retries left and one of its (filename, reason) rejects is a
+    transient I/O error (datasets.faults); on the last attempt return, and the stage's record of it stays."""
+    from prefect.runtime import task_run
+
+    flaky = sorted(filename for filename, reason in rejected if is_transient(reason))
+    if flaky and task_run.run_count <= RETRIES:
+        raise TransientIOError(f"{stage_name}: I/O error reading {len(flaky)} image(s), e.g. {flaky[0]}: "
+                               f"retrying the task (attempt {task_run.run_count} of {RETRIES + 1})")
+
+
 @stage("prepare-data", retries=RETRIES, retry_delay_seconds=RETRY_DELAY)
 def prepare_data(config: AuditConfig, key: str) -> Data:
     """Generate the synthetic dataset (or check the COVIDx folder), validate the splits, hash the data."""
@@ -126,7 +145,8 @@ def prepare_data(config: AuditConfig, key: str) -> Data:
 @stage("detect-text", retries=RETRIES, retry_delay_seconds=RETRY_DELAY)
 def detect_text_chunk(records: list[Record], out_csv: Path, config: AuditConfig, split: str, key: str) -> Path:
     """CRAFT boxes of one chunk of images → one detections CSV (rows of text/detections.csv)."""
-    text_stage.detect_split(records, out_csv, config=config.text, split=split)
+    table = text_stage.detect_split(records, out_csv, config=config.text, split=split)
+    _retry_transient("detect-text", [(row.filename, row.reason) for row in table.rows if row.status == "rejected"])
     return out_csv
 
 
@@ -146,6 +166,7 @@ def predict(checkpoint: Path, records: list[Record], out_csv: Path, key: str) ->
     result = predict_stage.predict_split(checkpoint, records, out_csv)
     _write_rejects(out_csv.parents[1] / "rejected" / f"predict_{out_csv.stem}.csv", "predict", out_csv.stem,
                    result.rejected)
+    _retry_transient("predict", [(item.filename, item.reason) for item in result.rejected])
     return out_csv
 
 
@@ -153,7 +174,9 @@ def predict(checkpoint: Path, records: list[Record], out_csv: Path, key: str) ->
 def explain_chunk(checkpoint: Path, records: list[Record], run_dir: Path, config: AuditConfig, split: str,
                   chunk: int, key: str) -> int:
     """iGOS++ maps of one chunk (explain/<m>/chunk_<k>.npz); returns the images explained."""
-    return explain_stage.explain_chunk(checkpoint, records, run_dir, config.explain, split=split, chunk=chunk).explained
+    result = explain_stage.explain_chunk(checkpoint, records, run_dir, config.explain, split=split, chunk=chunk)
+    _retry_transient("explain", result.rejected)
+    return result.explained
 
 
 @stage("audit")
@@ -175,12 +198,15 @@ def audit(checkpoint: Path, records: list[Record], run_dir: Path, detections_csv
         tried = result.table[result.table.counterfactual]
         changed = dict(zip(tried.filename, tried.cf_prediction_changed.astype(bool), strict=True))
         reference = "counterfactual (flagged images and a sample of the others)"
-    # Flags from the saliency alone, and flags the counterfactual confirmed (flagged, and the prediction
-    # changed when the detected text was inpainted): the heatmap is a lead, the counterfactual the evidence.
-    confirmed = result.table.assign(flagged=result.table.flagged & result.table.cf_prediction_changed.eq(True))
-    quality = audit_stage.flag_quality(result.table, changed)
-    quality.update({f"confirmed_{key.removeprefix('flag_')}": value for key, value in
-                    audit_stage.flag_quality(confirmed, changed).items() if key.startswith("flag_")})
+    # Flags from the saliency alone; flags the counterfactual confirmed (flagged, and the prediction changed
+    # when the detected text was inpainted); and the counterfactual alone: the heatmap is a lead, the
+    # counterfactual the evidence.
+    table, cf_changed = result.table, result.table.cf_prediction_changed.eq(True)
+    quality = audit_stage.flag_quality(table, changed)
+    for kind, flags in (("confirmed", table.flagged & cf_changed), ("counterfactual", cf_changed)):
+        quality.update({f"{kind}_{measure.removeprefix('flag_')}": value for measure, value in
+                        audit_stage.flag_quality(table.assign(flagged=flags), changed).items()
+                        if measure.startswith("flag_")})
     quality = {key: None if isinstance(value, float) and math.isnan(value) else value  # JSON has no NaN
                for key, value in quality.items()}
     quality.update(flag_reference=reference, flag_threshold=config.audit.threshold)
@@ -201,6 +227,7 @@ def build_covidx_pp(data: Data, run_dir: Path, detections_csv: Path, config: Aud
     manifest = build_clean_dataset(data.root, run_dir / "covidx_pp", splits, config=config.clean,
                                    detections=detections)
     get_run_logger().info("COVIDx++: %s", manifest.counts())
+    _retry_transient("build-covidx-pp", [(row.source, row.reason) for row in manifest.rows if row.status == "rejected"])
     return manifest.path
 
 
@@ -229,6 +256,8 @@ def audit_flow(config: AuditConfig) -> dict:
     from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
 
     started = time.perf_counter()
+    # Absolute from here on: the persisted task results hold paths, and a rerun may start in another directory.
+    config = config.model_copy(update={"run_dir": config.run_dir.resolve()})
     run_dir = config.run_dir
     storage = (run_dir / ".prefect" / "results").resolve()
     with RunLock(run_dir), temporary_settings(updates={PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}):
@@ -454,9 +483,7 @@ def write_summary(run_dir: Path, data: Data, splits: Sequence[str], seconds: flo
     summary["covid_recall_difference"] = {row.split: {"value": round(float(row.value), 4), "ci_low": round(
         float(row.ci_low), 4), "ci_high": round(float(row.ci_high), 4)} for row in difference.itertuples()}
     quality = json.loads((run_dir / "audit" / "a_quality.json").read_text())
-    summary.update({key: quality[key] for key in ("flag_precision", "flag_recall", "confirmed_precision",
-                                                  "confirmed_recall", "share_roc_auc", "flag_reference",
-                                                  "flag_threshold")})
+    summary.update({key: quality.get(key) for key in QUALITY_KEYS})
     for m in ("a", "b"):
         summary[f"text_share_{m}"] = round(float(pd.read_csv(run_dir / "audit" / f"{m}.csv").text_share.mean()), 4)
     manifest = pd.read_csv(run_dir / "covidx_pp" / "manifest.csv")

@@ -44,6 +44,7 @@ import igos
 from datasets.atomic import atomic_path, sha256_of, write_text
 from datasets.covidx import Record
 from datasets.errors import DatasetError
+from datasets.faults import is_transient, reason_of
 from datasets.images import read_image
 from pipeline.checkpoint import CheckpointMeta, checkpoint_digest, load_checkpoint, model_input, weights_path
 
@@ -113,13 +114,14 @@ class ExplainConfig:
 
 @dataclass(frozen=True)
 class ChunkResult:
-    """One chunk: its file, whether it was computed now (False: reused), images explained and rejected."""
+    """One chunk: its file, whether it was computed now (False: reused), images explained, and the rejected
+    images as (filename, reason) pairs."""
 
     chunk: int
     path: Path
     computed: bool
     explained: int
-    rejected: int
+    rejected: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -186,13 +188,15 @@ def explain_chunk(
     records: this chunk's records (see `chunk_records`), each with its image `path`. loader: returns the
     model and metadata of `checkpoint` (a caller explaining many chunks passes a cached one); called only
     when the chunk must be computed. Unreadable images and labels the checkpoint does not know are
-    recorded as rejects.
+    recorded as rejects; a stored chunk with a transient I/O reject (datasets.faults) is computed again.
     """
     path = chunk_path(explain_dir_of(out_dir, checkpoint, name), chunk)
     expected = chunk_hash(checkpoint_digest(checkpoint), config, records, split)
     stored = _read_chunk(path)
-    if stored is not None and str(stored["input_hash"]) == expected:
-        return ChunkResult(chunk, path, False, len(stored["filenames"]), len(stored["rejected_filenames"]))
+    if (stored is not None and str(stored["input_hash"]) == expected
+            and not any(is_transient(str(reason)) for reason in stored["rejected_reasons"])):
+        rejected = zip(stored["rejected_filenames"].tolist(), stored["rejected_reasons"].tolist(), strict=True)
+        return ChunkResult(chunk, path, False, len(stored["filenames"]), tuple(rejected))
     model, meta = loader() if loader is not None else load_checkpoint(checkpoint, device=config.device)
     images, kept, rejected = _read_inputs(records, meta, config)
     arrays = _explain_images(model, meta, images, kept, config)
@@ -202,7 +206,7 @@ def explain_chunk(
     with atomic_path(path) as temporary, temporary.open("wb") as handle:
         np.savez(handle, **arrays)
     LOG.info("%s: %d explained, %d rejected", path, len(kept), len(rejected))
-    return ChunkResult(chunk, path, True, len(kept), len(rejected))
+    return ChunkResult(chunk, path, True, len(kept), tuple(rejected))
 
 
 def collect_index(explain_dir: str | Path, n_chunks: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -308,7 +312,7 @@ def _read_inputs(records: Sequence[Record], meta: CheckpointMeta, config: Explai
             image = read_image(record.path)
         except (DatasetError, OSError) as error:
             LOG.warning("rejected %s: %s", record.filename, error)
-            rejected.append((record.filename, f"{type(error).__name__}: {error}"))
+            rejected.append((record.filename, reason_of(error)))
             continue
         inputs.append(model_input(torch.from_numpy(image)[None], meta))
         kept.append((record, meta.labels.index(record.label) if config.target == "label" else -1))

@@ -54,6 +54,7 @@ import numpy as np
 
 from datasets.atomic import write_text
 from datasets.covidx import Record
+from datasets.faults import reason_of
 from datasets.images import read_image
 
 LOG = logging.getLogger(__name__)
@@ -785,8 +786,8 @@ def detect_split(records: Iterable[Record], out_csv: str | Path, *, detector: Te
                 if record.path is None:
                     raise DatasetError(f"{record.filename}: no image path (read the split file with its image folder)")
                 images[record.filename] = read_image(record.path)
-            except DatasetError as err:
-                rows[record.filename] = DetectionRow(split, record.filename, "rejected", f"{type(err).__name__}: {err}",
+            except (DatasetError, OSError) as err:  # a transient OSError: the flow retries the chunk
+                rows[record.filename] = DetectionRow(split, record.filename, "rejected", reason_of(err),
                                                      config_digest=digest)
         found = detector.detect(list(images.values())) if images else []
         seconds = round((time.perf_counter() - begin) / max(1, len(images)), 3)

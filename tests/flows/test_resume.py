@@ -22,10 +22,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flow-runs")]  # one wor
 BIN = Path(sys.executable).parent
 
 
-def start(config: Path, run_dir: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([str(BIN / "cxr-audit"), "demo", "--config", str(config), "--out", str(run_dir)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, cwd=Path(__file__).parents[2])
+def start(config: Path, run_dir: Path, env: dict, cwd: Path | None = None) -> subprocess.Popen:
+    """`cxr-audit demo` into `run_dir` (relative to `cwd`, default the run folder's parent)."""
+    cwd = cwd or run_dir.parent
+    out = os.path.relpath(run_dir, cwd)
+    return subprocess.Popen([str(BIN / "cxr-audit"), "demo", "--config", str(config), "--out", out], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=cwd)
 
 
 def kill_when(process: subprocess.Popen, ready, timeout: float = 600, poll: float = 0.1) -> None:
@@ -75,7 +77,10 @@ def test_killed_three_times_then_resumed_equals_an_uninterrupted_run(local_run, 
     assert not (run_dir / "models" / "b.safetensors").exists()
     built = {row.output: (run_dir / "covidx_pp" / row.output).stat().st_mtime_ns for row in partial.itertuples()}
 
-    final = start(config, run_dir, env)
+    # A scheduled rerun may start elsewhere: --out is then another relative path to the same folder.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    final = start(config, run_dir, env, cwd=elsewhere)
     _, errors = final.communicate(timeout=900)
     assert final.returncode == 0, errors[-3000:]
     assert {name: (chunks / name).read_bytes() for name in detected} == detected
