@@ -9,7 +9,12 @@ reads a finished run (--from-run runs/demo), and writes benchmarks/results/audit
                                                         prediction changes when the text alone is removed"
                                                         (A on the image vs on its known text-free copy)
     confirmed_precision, confirmed_recall               the same for flags the counterfactual confirmed
+    counterfactual_precision, counterfactual_recall     the counterfactual alone: the prediction changed when
+                                                        the *detected* text was inpainted
     share_roc_auc                                       ROC AUC of text_share as a score for that truth
+    top5_share_roc_auc, truth_share_roc_auc             the same for the top-5 % share, and for the share on
+                                                        the ground-truth boxes (the saliency with a perfect
+                                                        detector: separates the map's limit from the detector's)
     chosen_threshold_f1, chosen_threshold_youden        thresholds pipeline.audit.choose_threshold picks
     seconds                                             the flow's wall time
 
@@ -50,7 +55,12 @@ def measure(run_dir: Path) -> dict:
         "covid_recall_test_decorrelated": summary["a"]["covid_recall"]["test_decorrelated"],
         "flag_precision": summary["flag_precision"], "flag_recall": summary["flag_recall"],
         "confirmed_precision": summary["confirmed_precision"], "confirmed_recall": summary["confirmed_recall"],
-        "share_roc_auc": summary["share_roc_auc"], "flag_threshold": summary["flag_threshold"],
+        "counterfactual_precision": summary.get("counterfactual_precision"),
+        "counterfactual_recall": summary.get("counterfactual_recall"),
+        "share_roc_auc": summary["share_roc_auc"], "top5_share_roc_auc": summary.get("top5_share_roc_auc"),
+        "truth_share_roc_auc": summary.get("truth_share_roc_auc"), "flag_threshold": summary["flag_threshold"],
+        "films_without_detected_text": int((table.n_text_boxes == 0).sum()),
+        "changed_without_detected_text": int(((table.n_text_boxes == 0) & changed).sum()),
         "images_audited": len(table), "prediction_changed_without_text": int(changed.sum()),
         "flagged": int(table.flagged.sum()), "seconds": summary["seconds"],
         "text_share_a": summary["text_share_a"], "text_share_b": summary["text_share_b"],

@@ -24,7 +24,8 @@ CONTRACT = ["config.yaml", "text/detections.csv", "covidx_pp/manifest.csv", "mod
             "audit/a_by_class.csv", "audit/a_by_source.csv", "audit/a_gallery.npz", "audit/b.csv",
             "compare/metrics.csv", "compare/mcnemar.csv", "compare/confusion.csv", "compare/seeds.csv",
             "models/seeds/b_seed1.safetensors", "rejected.csv", "summary.json", "report.html", "summary.md"]
-SUMMARY_KEYS = ["a", "b", "mcnemar_p", "flag_precision", "flag_recall", "share_roc_auc", "text_share_a",
+SUMMARY_KEYS = ["a", "b", "mcnemar_p", "flag_precision", "flag_recall", "share_roc_auc", "counterfactual_precision",
+                "counterfactual_recall", "truth_share_roc_auc", "text_share_a",
                 "text_share_b", "seconds", "covidx_pp"]
 
 

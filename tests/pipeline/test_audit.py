@@ -197,6 +197,11 @@ def test_flag_quality_on_hand_made_numbers() -> None:
     assert (quality["images"], quality["positives"], quality["flagged"]) == (5, 3, 2)
     none_flagged = flag_quality(table.assign(flagged=False), {"a": True, "c": True})
     assert math.isnan(none_flagged["flag_precision"]) and math.isnan(none_flagged["share_roc_auc"])
+    assert "top5_share_roc_auc" not in quality and "truth_share_roc_auc" not in quality  # columns absent
+    # Every share is scored the same way: top-5 % share ranks the positives perfectly, the truth share inverts them.
+    shares = table.assign(text_top5_share=[0.7, 0.6, 0.1, 0.5, 0.2, 0.0], truth_text_share=[0.1, 0.2, 0.6, 0.3, 0.9, 0])
+    scored = flag_quality(shares, truth)
+    assert scored["top5_share_roc_auc"] == 1.0 and scored["truth_share_roc_auc"] == 0.0
 
 
 def test_choose_threshold_on_hand_made_numbers() -> None:
