@@ -18,14 +18,30 @@ import pipeline.explain
 import pipeline.text
 import pipeline.train
 from datasets.faults import is_transient, reason_of
-from datasets.synthetic import split_records
+from datasets.synthetic import generate, split_records
 from flows import audit as stages
 from flows.audit import RETRIES
 from flows.rundir import content_key
+from pipeline.checkpoint import CheckpointMeta, save_checkpoint
 from pipeline.explain import explain_dir_of
+from pipeline.models import build_classifier
 from tests.flows.conftest import tiny_config
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flow-runs")]  # shares local_run with the flow tests
+pytestmark = pytest.mark.slow  # Prefect task runs with retry delays
+LABELS = ("normal", "pneumonia", "COVID-19")
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    """A tiny synthetic COVIDx folder (`data/`) and an untrained small-CNN checkpoint for its classes (`models/`)."""
+    import torch
+
+    root = tmp_path_factory.mktemp("flaky")
+    generate(root / "data", n_train=3, n_test=3, image_size=64, seed=0)
+    torch.manual_seed(0)
+    save_checkpoint(build_classifier("small_cnn", 3), CheckpointMeta("small_cnn", LABELS, 48),
+                    root / "models" / "a.safetensors")
+    return root
 
 
 class FlakyDisk:
@@ -82,8 +98,7 @@ def rejected_filenames(stage: str, output: Path, run_dir: Path) -> list[str]:
 
 @pytest.mark.parametrize("stage", ["detect-text", "predict", "explain"])
 @pytest.mark.parametrize("failures", [1, RETRIES + 1])
-def test_a_flaky_read_is_retried_then_recorded(local_run, tmp_path, monkeypatch, stage, failures):
-    source, _ = local_run
+def test_a_flaky_read_is_retried_then_recorded(prefect_server, source, tmp_path, monkeypatch, stage, failures):
     records = split_records(source / "data", "test")[:3]
     victim = records[1].filename
     module = {"detect-text": pipeline.text, "predict": pipeline.train, "explain": pipeline.explain}[stage]

@@ -1,5 +1,6 @@
 """The run-folder lock and the content keys of the flow's stages."""
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -9,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from flows.cli import app
 from flows.rundir import LOCK_FILE, RunInUseError, RunLock, content_key
 
 HOLD = ("import sys, time; from flows.rundir import RunLock\n"
@@ -67,3 +70,30 @@ def test_content_keys_change_with_every_input_and_only_then():
               content_key("train", Settings(3), Path("a/b"), ["h2", "h1"]),
               content_key("predict", Settings(3), Path("a/b"), ["h1", "h2"])}
     assert base not in others and len(others) == 5
+
+
+def test_a_second_audit_on_a_held_folder_exits_3_and_changes_nothing(prefect_server, tmp_path):
+    """The real CLI against a folder another process holds: exit code 3 at once, every file as it was."""
+    run_dir = tmp_path / "run"
+    (run_dir / "models").mkdir(parents=True)
+    (run_dir / "summary.json").write_text('{"from": "the first run"}\n')
+    (run_dir / "models" / "a.safetensors").write_bytes(b"weights of the first run")
+
+    def files() -> dict[str, str]:
+        return {str(path.relative_to(run_dir)): hashlib.sha256(path.read_bytes()).hexdigest()
+                for path in sorted(run_dir.rglob("*")) if path.is_file()}
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text("data: {synthetic: {n_train: 36, n_test: 12, image_size: 96}}\n")
+    child = hold_in_child(run_dir)
+    try:
+        before = files()
+        started = time.perf_counter()
+        result = CliRunner().invoke(app, ["demo", "--out", str(run_dir), "--config", str(config)])
+        assert result.exit_code == 3, result.output
+        assert "in use by another cxr-audit process" in result.output
+        assert time.perf_counter() - started < 60  # refused before any work, not after it
+        assert files() == before
+    finally:
+        child.kill()
+        child.wait()
