@@ -253,14 +253,12 @@ def compare(run_dir: Path, splits: list[str], config: AuditConfig, key: str) -> 
 @flow(name="dataset-audit", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def audit_flow(config: AuditConfig) -> dict:
     """Run the whole audit into `config.run_dir`; returns the headline numbers (summary.json)."""
-    from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
-
     started = time.perf_counter()
     # Absolute from here on: the persisted task results hold paths, and a rerun may start in another directory.
     config = config.model_copy(update={"run_dir": config.run_dir.resolve()})
     run_dir = config.run_dir
-    storage = (run_dir / ".prefect" / "results").resolve()
-    with RunLock(run_dir), temporary_settings(updates={PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}):
+    with RunLock(run_dir):
+        store_results_in(run_dir / ".prefect" / "results")
         write_text(run_dir / "config.yaml", config.to_yaml())
         data = prepare_data(config, key=content_key("data", config.data, _synthetic_manifest(config)))
         audited = data.tests[data.audit_split]
@@ -402,6 +400,22 @@ def image_hash(path: Path) -> str:
     the flow's cache keys name every image several times (data digest, detection and prediction keys)."""
     status = Path(path).stat()
     return _hash_of(Path(path), status.st_size, status.st_mtime_ns)
+
+
+def store_results_in(folder: Path) -> None:
+    """Persist this flow run's task results (the resume records) in `folder`, not in PREFECT_HOME/storage.
+
+    The cache keys are content keys without the run folder, so with a shared store a run into another folder
+    with the same inputs would get the first folder's results, paths included. The store is part of the flow
+    run context, which Prefect also hands to Dask workers. (The PREFECT_RESULTS_LOCAL_STORAGE_PATH setting is
+    read only when a flow run starts.)
+    """
+    from prefect.context import FlowRunContext
+    from prefect.filesystems import LocalFileSystem
+
+    context = FlowRunContext.get()
+    storage = LocalFileSystem(basepath=str(folder.resolve()))
+    context.result_store = context.result_store.model_copy(update={"result_storage": storage})
 
 
 def _fresh(stage_task: Task, *outputs: Path) -> Task:

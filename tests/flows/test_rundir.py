@@ -10,10 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prefect import flow
 from typer.testing import CliRunner
 
+from flows.audit import prepare_data, store_results_in
 from flows.cli import app
 from flows.rundir import LOCK_FILE, RunInUseError, RunLock, content_key
+from tests.flows.conftest import tiny_config
 
 HOLD = ("import sys, time; from flows.rundir import RunLock\n"
         "with RunLock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n")
@@ -97,3 +100,22 @@ def test_a_second_audit_on_a_held_folder_exits_3_and_changes_nothing(prefect_ser
     finally:
         child.kill()
         child.wait()
+
+
+def test_two_run_folders_with_the_same_inputs_keep_their_own_results(prefect_server, tmp_path):
+    """The stages' cache keys are content keys; each run folder has its own result store, so a second folder
+    with the same settings computes its own data instead of getting the first folder's paths."""
+    key = content_key("data", "the same settings")
+    roots = []
+    for name in ("first", "second"):
+        run_dir = tmp_path / name
+
+        @flow(name=f"store-{name}")
+        def probe(run_dir: Path = run_dir) -> Path:
+            store_results_in(run_dir / ".prefect" / "results")
+            return prepare_data(tiny_config(run_dir), key=key).root
+
+        roots.append(probe())
+        assert (run_dir / ".prefect" / "results" / key).is_file()
+    assert roots == [tmp_path / "first" / "data", tmp_path / "second" / "data"]
+    assert (tmp_path / "second" / "data" / "train").is_dir()
