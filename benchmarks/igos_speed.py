@@ -13,6 +13,8 @@ time ratio and the Spearman rank correlation of the fast and faithful maps of th
     python benchmarks/igos_speed.py --quick                 # seconds: proves the script runs
     python benchmarks/igos_speed.py                         # CPU defaults (see --help), ~15-20 min on 2 cores
     python benchmarks/igos_speed.py --device cuda --gpu-throughput
+    python benchmarks/igos_speed.py --image-size 64 --mask-size 14 --iterations 5 --ig-steps 5 --methods igos++ \
+        --modes fast --batch-sizes 1,4,16,64 --images 64 --out benchmarks/results/igos_speed_batch.md   # batch scaling
 """
 
 from __future__ import annotations
@@ -460,6 +462,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument("--iterations", type=int, default=None, help="K (default 20); other values are flagged")
     parser.add_argument("--ig-steps", type=int, default=None, help="N (default 15); other values are flagged")
     parser.add_argument("--mask-size", type=int, default=None, help="mask side (default 28)")
+    parser.add_argument("--image-size", type=int, default=None, help="input side (default 224; the model's cost "
+                        "scales with its square, so batch and thread scaling can be measured on a CPU at e.g. 64)")
     parser.add_argument("--forward-batch", type=int, default=None, help="explain's batch_size: most images per "
                         f"forward pass (default: {CPU_DEFAULTS['forward_batch']} on CPU, "
                         f"{CUDA_DEFAULTS['forward_batch']} on CUDA)")
@@ -491,7 +495,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     return Config(
         device=torch.device(args.device), methods=_split(args.methods, str), modes=_split(args.modes, str),
         batch_sizes=_split(str(pick("batch_sizes")), int), images=int(pick("images")),
-        image_size=int(defaults["image_size"]), mask_size=int(pick("mask_size")), iterations=int(pick("iterations")),
+        image_size=int(pick("image_size")), mask_size=int(pick("mask_size")), iterations=int(pick("iterations")),
         ig_steps=int(pick("ig_steps")), forward_batch=int(pick("forward_batch")), seed=args.seed,
         threads=None if pick("threads") is None else int(pick("threads")), quick=args.quick,
         gpu_throughput=args.gpu_throughput,

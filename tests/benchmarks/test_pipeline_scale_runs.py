@@ -1,0 +1,63 @@
+"""The pipeline-scale benchmark runs end to end in its quick setting: the whole audit at two sizes, once on a
+2-worker Dask cluster, and the per-stage throughput (timings are never compared with a target here)."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
+
+pytestmark = pytest.mark.slow  # three `cxr-audit demo` processes, each with its own Prefect server
+
+
+def _load(monkeypatch, name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_scale_benchmark_writes_its_tables(tmp_path, monkeypatch):
+    _load(monkeypatch, "audit_memory")  # the helper module the script imports, as a fresh copy
+    module = _load(monkeypatch, "pipeline_scale")
+    assert module.main(["--quick", "--out-dir", str(tmp_path)]) == 0
+
+    result = json.loads((tmp_path / "pipeline_scale.json").read_text())
+    rows = result["scale"]["rows"]
+    assert [row["n"] for row in rows] == list(module.QUICK_SIZES)
+    for row in rows:
+        assert row["dask_workers"] is None
+        assert 0 < row["flow_seconds"] < row["wall_seconds"] and math.isfinite(row["wall_seconds"])
+    for key in ("fit_wall", "fit_flow"):
+        assert math.isfinite(result["scale"][key]["seconds_per_image"])
+        assert math.isfinite(result["scale"][key]["intercept_seconds"])
+
+    local, dask = result["runner"]["local"], result["runner"]["dask"]
+    assert local == rows[0] and dask["n"] == local["n"] and dask["dask_workers"] == module.DASK_WORKERS
+    assert dask["max_processes"] >= local["max_processes"] + module.DASK_WORKERS  # the workers really ran
+    assert set(dask["stages"]) == set(local["stages"])  # the same flow, every stage timed
+    assert result["runner"]["dask_over_local_wall"] == round(dask["wall_seconds"] / local["wall_seconds"], 2)
+    for rates in (result["runner"]["local_in_flow_images_per_second"],
+                  result["runner"]["dask_in_flow_images_per_second"]):
+        assert set(rates) == set(module.FLOW_IMAGES) and all(math.isfinite(r) and r > 0 for r in rates.values())
+
+    stages = result["stages"]
+    assert stages["images"] == local["n_test"]
+    for key in ("explain", "detect", "clean_detected", "clean_truth"):
+        assert len(stages[key]["seconds"]) == stages["repeats"]
+        assert math.isfinite(stages[key]["images_per_second"]) and stages[key]["images_per_second"] > 0
+    # With the true boxes every image that has text is inpainted; none is rejected.
+    assert stages["clean_counts"]["clean_truth"]["cleaned"] == stages["images_with_true_text"] > 0
+    assert stages["clean_counts"]["clean_detected"]["rejected"] == 0
+
+    text = (tmp_path / "pipeline_scale.md").read_text()
+    for row in rows:
+        assert f"| {row['n']} | {row['n_train']} / {row['n_test']} / {row['n_test']} | {row['wall_seconds']} |" in text
+    assert f"| Dask, {module.DASK_WORKERS} workers × 1 thread | {dask['wall_seconds']} |" in text
+    assert "| explain | pipeline.explain.explain_split |" in text
+    assert "python benchmarks/pipeline_scale.py --quick --out-dir" in text
