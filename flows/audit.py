@@ -197,7 +197,8 @@ def audit(checkpoint: Path, records: list[Record], run_dir: Path, detections_csv
     else:
         tried = result.table[result.table.counterfactual]
         changed = dict(zip(tried.filename, tried.cf_prediction_changed.astype(bool), strict=True))
-        reference = "counterfactual (flagged images and a sample of the others)"
+        reference = ("counterfactual (every image with detected text)" if config.audit.cf_unflagged_fraction >= 1
+                     else "counterfactual (flagged images and a sample of the others)")
     # Flags from the saliency alone; flags the counterfactual confirmed (flagged, and the prediction changed
     # when the detected text was inpainted); and the counterfactual alone: the heatmap is a lead, the
     # counterfactual the evidence.
