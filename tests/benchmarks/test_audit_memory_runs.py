@@ -35,13 +35,16 @@ def test_quick_memory_benchmark_writes_a_row_per_size(tmp_path, monkeypatch):
         assert row["max_processes"] >= 2  # the flow and its temporary Prefect server
         assert set(module.STAGES) <= set(row["stages"])  # every stage of the flow ran and was timed
         for stage in row["stages"].values():
-            assert stage["tasks"] >= 1 and stage["seconds"] > 0 and stage["peak_rss_mb"] > 0
+            assert stage["tasks"] >= 1 and stage["seconds"] > 0
+            assert stage["peak_rss_mb"] is None or stage["peak_rss_mb"] > 0  # None: over before the next sample
+        assert row["stages"]["detect-text"]["peak_rss_mb"] > 100  # the long stages are sampled
         assert sum(stage["seconds"] for stage in row["stages"].values()) <= row["flow_seconds"]
     verdict = result["verdict"]
     assert isinstance(verdict["holds"], bool)
     preload = rows[-1]["n_train"] * result["settings"]["train"]["image_size"] ** 2 / 2**20
     assert verdict["limit_mb"] == pytest.approx(module.SLACK * rows[0]["peak_tree_rss_mb"] + 3 * preload, abs=0.2)
-    assert set(verdict["stages"]) == set(module.STAGES)
+    sampled = {name for name in module.STAGES if all(row["stages"][name]["peak_rss_mb"] for row in rows)}
+    assert set(verdict["stages"]) == sampled and "detect-text" in sampled
     for name, stage in verdict["stages"].items():
         before = rows[0]["stages"][name]["peak_rss_mb"]
         assert stage["limit_mb"] == pytest.approx(module.STAGE_SLACK * before + 3 * preload, abs=0.2), name
