@@ -66,7 +66,8 @@ import igos  # noqa: E402
 from datasets import synthetic  # noqa: E402
 from datasets.atomic import atomic_path, sha256_of, write_text  # noqa: E402
 from datasets.images import read_image  # noqa: E402
-from pipeline.audit import saliency_shares, upsample_saliency  # noqa: E402
+from igos._gradients import last_conv_layer  # noqa: E402
+from pipeline.audit import AuditConfig, saliency_shares, upsample_saliency  # noqa: E402
 from pipeline.checkpoint import checkpoint_digest, load_checkpoint, model_input  # noqa: E402
 from pipeline.text import TextBox, box_mask  # noqa: E402
 from pipeline.train import TrainConfig, load_resized, records_sha256, train_classifier  # noqa: E402
@@ -193,8 +194,9 @@ class Config:
 class Truth:
     """Synthetic ground truth of the benchmark images, at the dataset's resolution (H, W).
 
-    lesion: (n, H, W) bool; text: (n, H, W) bool, the true text boxes grown by 2 px (pipeline.audit's
-    dilation); flipped: (n,) bool, the model's prediction on the image differs from that on its text-free copy;
+    lesion: (n, H, W) bool; text: (n, H, W) bool, the true text boxes grown by AuditConfig.dilate px
+    (pipeline.audit's default, 2); flipped: (n,) bool, the model's prediction on the image differs from that
+    on its text-free copy;
     clean_accuracy: accuracy on the text-free copies.
     """
 
@@ -323,7 +325,7 @@ class Runner:
 
 def last_conv_size(model: nn.Module, image: Tensor) -> int:
     """Side of the output of the model's last nn.Conv2d (Grad-CAM's default layer) for one image (1, C, S, S)."""
-    layer = [module for module in model.modules() if isinstance(module, nn.Conv2d)][-1]
+    layer = last_conv_layer(model)
     sizes: list[int] = []
     handle = layer.register_forward_hook(lambda _m, _i, output: sizes.append(output.shape[-1]))
     try:
@@ -380,7 +382,8 @@ def synthetic_subject(cfg: Config, runner: Runner, root: Path, arch: str) -> Sub
     labels = torch.tensor([meta.labels.index(r.label) for r in records])
     lesion = np.stack([read_image(root / t.lesion) > 0.5 for t in truths])
     shape = lesion.shape[1:]
-    text = np.stack([box_mask(shape, [TextBox(b.x0, b.y0, b.x1, b.y1, 1.0) for b in t.text_boxes], 2)
+    grow = AuditConfig().dilate
+    text = np.stack([box_mask(shape, [TextBox(b.x0, b.y0, b.x1, b.y1, 1.0) for b in t.text_boxes], grow)
                      for t in truths])
     truth = Truth(lesion, text, (predicted != predicted_clean).numpy(),
                   float((predicted_clean == labels).float().mean()))

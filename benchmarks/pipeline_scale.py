@@ -16,7 +16,7 @@ the whole audit's time against the number of images.
 
 Writes benchmarks/results/pipeline_scale.md and .json.
 
-    python benchmarks/pipeline_scale.py            # ~15-20 min on 2 CPU cores
+    python benchmarks/pipeline_scale.py            # ~15 min on 2 CPU cores (861 s measured)
     python benchmarks/pipeline_scale.py --quick    # tiny settings, N = 16 and 32: proves the script runs
 """
 
