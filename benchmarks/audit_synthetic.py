@@ -11,6 +11,8 @@ reads a finished run (--from-run runs/demo), and writes benchmarks/results/audit
     confirmed_precision, confirmed_recall               the same for flags the counterfactual confirmed
     counterfactual_precision, counterfactual_recall     the counterfactual alone: the prediction changed when
                                                         the *detected* text was inpainted
+    truth_boxes_counterfactual_precision, _recall       the same with the ground-truth boxes inpainted instead
+                                                        (a perfect detector: the counterfactual's own limit)
     share_roc_auc                                       ROC AUC of text_share as a score for that truth
     top5_share_roc_auc, truth_share_roc_auc             the same for the top-5 % share, and for the share on
                                                         the ground-truth boxes (the saliency with a perfect
@@ -27,9 +29,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import platform
 import shlex
 import sys
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +43,11 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.audit import AuditError, choose_threshold  # noqa: E402
+from datasets.synthetic import read_truth, split_records  # noqa: E402
+from flows.config import load_config  # noqa: E402
+from pipeline.audit import AuditError, audit_split, choose_threshold, flag_quality  # noqa: E402
+from pipeline.explain import load_saliency  # noqa: E402
+from pipeline.text import TextBox  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -73,8 +82,29 @@ def measure(run_dir: Path) -> dict:
         except AuditError as error:
             numbers[f"chosen_threshold_{criterion}"] = None
             numbers["threshold_note"] = str(error)
+    truth_changed = dict(zip(table.filename, changed, strict=True))
+    numbers.update({f"truth_boxes_counterfactual_{key}": value
+                    for key, value in truth_box_counterfactual(run_dir, truth_changed).items()})
     numbers["by_threshold"] = [_at(shares, changed, t) for t in (0.05, 0.1, 0.15, 0.2, 0.3)]
     return numbers
+
+
+def truth_box_counterfactual(run_dir: Path, changed: dict[str, bool]) -> dict[str, float]:
+    """Precision and recall of the counterfactual when the ground-truth text boxes are inpainted (a perfect
+    detector), against `changed` (filename → the prediction changes when the text alone is removed): A's maps
+    audited again with the run's audit settings, every film with text counterfactual-checked."""
+    config = load_config(run_dir / "config.yaml", run_dir=run_dir)
+    data, split = run_dir / "data", config.data.audit_split
+    boxes = {item.filename: [TextBox(b.x0, b.y0, b.x1, b.y1, 1.0) for b in item.text_boxes]
+             for item in read_truth(data, split)}
+    with tempfile.TemporaryDirectory() as scratch:
+        table = audit_split(run_dir / "models" / "a.safetensors", split_records(data, split),
+                            load_saliency(run_dir / "explain" / "a"), boxes, scratch,
+                            replace(config.audit, cf_unflagged_fraction=1.0), split=split).table
+    quality = flag_quality(table.assign(flagged=table.cf_prediction_changed.eq(True)), changed)
+    rounded = {key: None if math.isnan(quality[f"flag_{key}"]) else round(quality[f"flag_{key}"], 4)
+               for key in ("precision", "recall")}  # JSON has no NaN
+    return rounded | {"films": int(table.counterfactual.sum())}
 
 
 def _at(shares: np.ndarray, changed: np.ndarray, threshold: float) -> dict:

@@ -5,6 +5,7 @@ nothing; test_server.py runs the same audit on a 2-worker Dask cluster against a
 """
 
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
 
@@ -12,9 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from datasets.synthetic import read_truth
 from flows.audit import run_audit
 from tests.flows.conftest import tiny_config
 
+BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flow-runs")]  # one worker runs every flow run
 
 CONTRACT = ["config.yaml", "text/detections.csv", "covidx_pp/manifest.csv", "models/a.safetensors", "models/a.json",
@@ -45,6 +48,25 @@ def test_every_stage_writes_its_files(local_run):
     predictions = pd.read_csv(run_dir / "predictions" / "a_test.csv")
     assert len(predictions) == 12 and np.allclose(predictions.filter(like="prob_").sum(axis=1), 1, atol=1e-5)
     assert (run_dir / "report.html").read_text().count("<section") >= 6
+
+
+def test_the_synthetic_audit_benchmark_reads_a_finished_run(local_run):
+    """benchmarks/audit_synthetic.py --from-run: the issue's keys, and the counterfactual with the true boxes
+    run on exactly the films that carry text."""
+    run_dir, summary = local_run
+    spec = importlib.util.spec_from_file_location("audit_synthetic", BENCHMARKS / "audit_synthetic.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    numbers = benchmark.measure(run_dir)
+    for key in ("covid_recall_test", "covid_recall_test_decorrelated", "flag_precision", "flag_recall",
+                "share_roc_auc", "seconds"):
+        assert key in numbers, key
+    assert numbers["covid_recall_test"] == summary["a"]["covid_recall"]["test"]
+    with_text = sum(bool(item.text_boxes) for item in read_truth(run_dir / "data", "test"))
+    assert numbers["truth_boxes_counterfactual_films"] == with_text > 0
+    positives = numbers["prediction_changed_without_text"]
+    recall = numbers["truth_boxes_counterfactual_recall"]
+    assert positives == 0 or (0 <= recall <= 1 and abs(recall * positives - round(recall * positives)) < 1e-3)
 
 
 def test_a_rerun_recomputes_nothing_and_never_touches_the_source(local_run):
