@@ -13,6 +13,7 @@ reads a finished run (--from-run runs/demo), and writes benchmarks/results/audit
                                                         the *detected* text was inpainted
     truth_boxes_counterfactual_precision, _recall       the same with the ground-truth boxes inpainted instead
                                                         (a perfect detector: the counterfactual's own limit)
+    by_upscale (--upscales 2 3)                         the same with CRAFT run again at other canvas sizes
     share_roc_auc                                       ROC AUC of text_share as a score for that truth
     top5_share_roc_auc, truth_share_roc_auc             the same for the top-5 % share, and for the share on
                                                         the ground-truth boxes (the saliency with a perfect
@@ -20,8 +21,9 @@ reads a finished run (--from-run runs/demo), and writes benchmarks/results/audit
     chosen_threshold_f1, chosen_threshold_youden        thresholds pipeline.audit.choose_threshold picks
     seconds                                             the flow's wall time
 
-    python benchmarks/audit_synthetic.py                       # ~12 min on 2 CPU cores
+    python benchmarks/audit_synthetic.py                       # ~10 min on 2 CPU cores
     python benchmarks/audit_synthetic.py --from-run runs/demo  # seconds: the numbers of a finished run
+    python benchmarks/audit_synthetic.py --from-run runs/demo --upscales 2 3   # + CRAFT canvas sweep (~5 min)
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ import platform
 import shlex
 import sys
 import tempfile
+import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -47,13 +51,14 @@ from datasets.synthetic import read_truth, split_records  # noqa: E402
 from flows.config import load_config  # noqa: E402
 from pipeline.audit import AuditError, audit_split, choose_threshold, flag_quality  # noqa: E402
 from pipeline.explain import load_saliency  # noqa: E402
-from pipeline.text import TextBox  # noqa: E402
+from pipeline.text import TextBox, detect_split, read_detections  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def measure(run_dir: Path) -> dict:
-    """The benchmark's numbers from a finished synthetic run folder."""
+def measure(run_dir: Path, upscales: Sequence[float] = ()) -> dict:
+    """The benchmark's numbers from a finished synthetic run folder; with `upscales`, also the counterfactual
+    with CRAFT's boxes at each of those canvas upscales (detection run again on the audited split)."""
     summary = json.loads((run_dir / "summary.json").read_text())
     audit = pd.read_csv(run_dir / "audit" / "a.csv", dtype={"filename": str})
     truth = pd.read_csv(run_dir / "audit" / "a_flag_truth.csv", dtype={"filename": str})
@@ -82,29 +87,53 @@ def measure(run_dir: Path) -> dict:
         except AuditError as error:
             numbers[f"chosen_threshold_{criterion}"] = None
             numbers["threshold_note"] = str(error)
-    truth_changed = dict(zip(table.filename, changed, strict=True))
+    counterfactual = Counterfactual(run_dir, dict(zip(table.filename, changed, strict=True)))
     numbers.update({f"truth_boxes_counterfactual_{key}": value
-                    for key, value in truth_box_counterfactual(run_dir, truth_changed).items()})
+                    for key, value in counterfactual.with_true_boxes().items()})
     numbers["by_threshold"] = [_at(shares, changed, t) for t in (0.05, 0.1, 0.15, 0.2, 0.3)]
+    numbers["by_upscale"] = [counterfactual.with_craft(upscale) for upscale in upscales]
     return numbers
 
 
-def truth_box_counterfactual(run_dir: Path, changed: dict[str, bool]) -> dict[str, float]:
-    """Precision and recall of the counterfactual when the ground-truth text boxes are inpainted (a perfect
-    detector), against `changed` (filename → the prediction changes when the text alone is removed): A's maps
-    audited again with the run's audit settings, every film with text counterfactual-checked."""
-    config = load_config(run_dir / "config.yaml", run_dir=run_dir)
-    data, split = run_dir / "data", config.data.audit_split
-    boxes = {item.filename: [TextBox(b.x0, b.y0, b.x1, b.y1, 1.0) for b in item.text_boxes]
-             for item in read_truth(data, split)}
-    with tempfile.TemporaryDirectory() as scratch:
-        table = audit_split(run_dir / "models" / "a.safetensors", split_records(data, split),
-                            load_saliency(run_dir / "explain" / "a"), boxes, scratch,
-                            replace(config.audit, cf_unflagged_fraction=1.0), split=split).table
-    quality = flag_quality(table.assign(flagged=table.cf_prediction_changed.eq(True)), changed)
-    rounded = {key: None if math.isnan(quality[f"flag_{key}"]) else round(quality[f"flag_{key}"], 4)
-               for key in ("precision", "recall")}  # JSON has no NaN
-    return rounded | {"films": int(table.counterfactual.sum())}
+class Counterfactual:
+    """Precision and recall of the text-removal counterfactual with other text boxes than the run's, against
+    `changed` (filename → the prediction changes when the text alone is removed): A's maps audited again
+    with the run's audit settings, every film with boxes checked."""
+
+    def __init__(self, run_dir: Path, changed: dict[str, bool]) -> None:
+        self.run_dir, self.changed = run_dir, changed
+        self.config = load_config(run_dir / "config.yaml", run_dir=run_dir)
+        self.split = self.config.data.audit_split
+        self.records = split_records(run_dir / "data", self.split)
+
+    def with_true_boxes(self) -> dict:
+        """With the ground-truth boxes inpainted (a perfect detector: the counterfactual's own limit)."""
+        boxes = {item.filename: [TextBox(b.x0, b.y0, b.x1, b.y1, 1.0) for b in item.text_boxes]
+                 for item in read_truth(self.run_dir / "data", self.split)}
+        return self._quality(boxes)
+
+    def with_craft(self, upscale: float) -> dict:
+        """With CRAFT's boxes, the run's text settings but the canvas `upscale` × the film's long side."""
+        with tempfile.TemporaryDirectory() as scratch:
+            started = time.perf_counter()
+            detections = Path(scratch) / "detections.csv"
+            detect_split(self.records, detections, config=replace(self.config.text, upscale=upscale), split=self.split)
+            seconds = time.perf_counter() - started
+            return {"upscale": upscale, "detect_seconds": round(seconds, 1)} | self._quality(
+                read_detections(detections, split=self.split))
+
+    def _quality(self, boxes: dict[str, list[TextBox]]) -> dict:
+        with tempfile.TemporaryDirectory() as scratch:
+            table = audit_split(self.run_dir / "models" / "a.safetensors", self.records,
+                                load_saliency(self.run_dir / "explain" / "a"), boxes, scratch,
+                                replace(self.config.audit, cf_unflagged_fraction=1.0), split=self.split).table
+        changed = table.cf_prediction_changed.eq(True)
+        quality = flag_quality(table.assign(flagged=changed), self.changed)
+        truth = table.filename.map(self.changed).astype(bool)
+        rounded = {key: None if math.isnan(quality[f"flag_{key}"]) else round(quality[f"flag_{key}"], 4)
+                   for key in ("precision", "recall")}  # JSON has no NaN
+        return rounded | {"films": int(table.counterfactual.sum()), "false_changes": int((changed & ~truth).sum()),
+                          "missed": int((~changed & truth).sum())}
 
 
 def _at(shares: np.ndarray, changed: np.ndarray, threshold: float) -> dict:
@@ -128,11 +157,19 @@ def markdown(numbers: dict, command: str, run_dir: Path) -> str:
         "|---|---|",
     ]
     lines += [f"| {key} | {round(value, 4) if isinstance(value, float) else value} |"
-              for key, value in numbers.items() if key != "by_threshold"]
+              for key, value in numbers.items() if key not in ("by_threshold", "by_upscale")]
     lines += ["", "Flags at other thresholds (same maps):", "", "| threshold | flagged | precision | recall |",
               "|---|---|---|---|"]
     lines += [f"| {row['threshold']} | {row['flagged']} | {row['precision']} | {row['recall']} |"
               for row in numbers["by_threshold"]]
+    if numbers["by_upscale"]:
+        lines += ["", "The counterfactual with CRAFT run again at other canvas upscales (the run's other text "
+                  "settings; films: those with a detected box; false changes: the inpainted film's prediction "
+                  "changes but the text-free copy's does not):", "",
+                  "| upscale | detect s | films with boxes | precision | recall | false changes | missed |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {row['upscale']} | {row['detect_seconds']} | {row['films']} | {row['precision']} | "
+                  f"{row['recall']} | {row['false_changes']} | {row['missed']} |" for row in numbers["by_upscale"]]
     return "\n".join(lines) + "\n"
 
 
@@ -141,17 +178,19 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "demo.yaml")
     parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "benchmark-audit-synthetic")
     parser.add_argument("--from-run", type=Path, help="a finished synthetic run folder to read instead of running")
+    parser.add_argument("--upscales", type=float, nargs="*", default=[],
+                        help="also run CRAFT on the audited split at these canvas upscales (e.g. 2 3; ~1-3 min each "
+                             "on the demo) and measure the counterfactual with those boxes")
     args = parser.parse_args()
     run_dir = args.from_run
     if run_dir is None:
         from flows.audit import run_audit
-        from flows.config import load_config
         from flows.settings import use_offline_prefect
 
         use_offline_prefect()
         run_dir = args.run_dir
         run_audit(load_config(args.config, run_dir=run_dir))
-    numbers = measure(run_dir)
+    numbers = measure(run_dir, args.upscales)
     command = "python " + shlex.join(["benchmarks/audit_synthetic.py", *sys.argv[1:]])
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "audit_synthetic.json").write_text(json.dumps(numbers, indent=1) + "\n")

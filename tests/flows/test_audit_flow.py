@@ -51,13 +51,13 @@ def test_every_stage_writes_its_files(local_run):
 
 
 def test_the_synthetic_audit_benchmark_reads_a_finished_run(local_run):
-    """benchmarks/audit_synthetic.py --from-run: the issue's keys, and the counterfactual with the true boxes
-    run on exactly the films that carry text."""
+    """benchmarks/audit_synthetic.py --from-run: the issue's keys, the counterfactual with the true boxes run
+    on exactly the films that carry text, and one row of the CRAFT canvas sweep."""
     run_dir, summary = local_run
     spec = importlib.util.spec_from_file_location("audit_synthetic", BENCHMARKS / "audit_synthetic.py")
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
-    numbers = benchmark.measure(run_dir)
+    numbers = benchmark.measure(run_dir, upscales=[1.0])
     for key in ("covid_recall_test", "covid_recall_test_decorrelated", "flag_precision", "flag_recall",
                 "share_roc_auc", "seconds"):
         assert key in numbers, key
@@ -67,6 +67,9 @@ def test_the_synthetic_audit_benchmark_reads_a_finished_run(local_run):
     positives = numbers["prediction_changed_without_text"]
     recall = numbers["truth_boxes_counterfactual_recall"]
     assert positives == 0 or (0 <= recall <= 1 and abs(recall * positives - round(recall * positives)) < 1e-3)
+    assert numbers["truth_boxes_counterfactual_missed"] == positives - round((recall or 0) * positives)
+    [sweep] = numbers["by_upscale"]  # CRAFT run again at 1× the film's side
+    assert sweep["upscale"] == 1.0 and 0 <= sweep["films"] <= 12 and sweep["detect_seconds"] > 0
 
 
 def test_a_rerun_recomputes_nothing_and_never_touches_the_source(local_run):
