@@ -105,6 +105,7 @@ class Counterfactual:
         self.config = load_config(run_dir / "config.yaml", run_dir=run_dir)
         self.split = self.config.data.audit_split
         self.records = split_records(run_dir / "data", self.split)
+        self.saliency = load_saliency(run_dir / "explain" / "a")
 
     def with_true_boxes(self) -> dict:
         """With the ground-truth boxes inpainted (a perfect detector: the counterfactual's own limit)."""
@@ -124,9 +125,8 @@ class Counterfactual:
 
     def _quality(self, boxes: dict[str, list[TextBox]]) -> dict:
         with tempfile.TemporaryDirectory() as scratch:
-            table = audit_split(self.run_dir / "models" / "a.safetensors", self.records,
-                                load_saliency(self.run_dir / "explain" / "a"), boxes, scratch,
-                                replace(self.config.audit, cf_unflagged_fraction=1.0), split=self.split).table
+            table = audit_split(self.run_dir / "models" / "a.safetensors", self.records, self.saliency, boxes,
+                                scratch, replace(self.config.audit, cf_unflagged_fraction=1.0), split=self.split).table
         changed = table.cf_prediction_changed.eq(True)
         quality = flag_quality(table.assign(flagged=changed), self.changed)
         truth = table.filename.map(self.changed).astype(bool)

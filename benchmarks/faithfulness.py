@@ -66,7 +66,6 @@ import igos  # noqa: E402
 from datasets import synthetic  # noqa: E402
 from datasets.atomic import atomic_path, sha256_of, write_text  # noqa: E402
 from datasets.images import read_image  # noqa: E402
-from igos._gradients import last_conv_layer  # noqa: E402
 from pipeline.audit import AuditConfig, saliency_shares, upsample_saliency  # noqa: E402
 from pipeline.checkpoint import checkpoint_digest, load_checkpoint, model_input  # noqa: E402
 from pipeline.text import TextBox, box_mask  # noqa: E402
@@ -325,7 +324,7 @@ class Runner:
 
 def last_conv_size(model: nn.Module, image: Tensor) -> int:
     """Side of the output of the model's last nn.Conv2d (Grad-CAM's default layer) for one image (1, C, S, S)."""
-    layer = last_conv_layer(model)
+    layer = igos.last_conv_layer(model)
     sizes: list[int] = []
     handle = layer.register_forward_hook(lambda _m, _i, output: sizes.append(output.shape[-1]))
     try:

@@ -11,6 +11,7 @@ meaningful perturbation, RISE, Grad-CAM, integrated gradients and the plain grad
 
 from ._errors import IGOSError, NonFiniteError
 from ._explain import METHODS, Explanation, explain
+from ._gradients import last_conv_layer
 from ._metrics import CausalScores, insertion_deletion
 from ._options import GradCAMOptions, GradientOptions, IGOSOptions, IntegratedGradientsOptions, MaskOptions, RiseOptions
 from ._scoring import PassCount
@@ -30,4 +31,5 @@ __all__ = [
     "RiseOptions",
     "explain",
     "insertion_deletion",
+    "last_conv_layer",
 ]
