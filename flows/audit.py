@@ -61,9 +61,9 @@ from pipeline.clean import build_clean_dataset, resolve_splits
 LOG = logging.getLogger(__name__)
 VERSIONED = ("cxr-audit", "torch", "torchvision", "easyocr", "prefect", "opencv-python-headless", "pydicom")
 REJECTED_COLUMNS = ("stage", "split", "filename", "reason")
-QUALITY_KEYS = ("flag_precision", "flag_recall", "confirmed_precision", "confirmed_recall",
-                "counterfactual_precision", "counterfactual_recall", "share_roc_auc", "top5_share_roc_auc",
-                "truth_share_roc_auc", "flag_reference", "flag_threshold")
+QUALITY_KEYS = ("flag_precision", "flag_recall", "share_flag_precision", "share_flag_recall", "confirmed_precision",
+                "confirmed_recall", "counterfactual_precision", "counterfactual_recall", "share_roc_auc",
+                "top5_share_roc_auc", "truth_share_roc_auc", "flag_reference", "flag_by", "flag_threshold")
 RETRIES, RETRY_DELAY = 2, 1  # a per-image task with transient I/O errors is retried, then the stage's record stays
 
 
@@ -199,18 +199,20 @@ def audit(checkpoint: Path, records: list[Record], run_dir: Path, detections_csv
         changed = dict(zip(tried.filename, tried.cf_prediction_changed.astype(bool), strict=True))
         reference = ("counterfactual (every image with detected text)" if config.audit.cf_unflagged_fraction >= 1
                      else "counterfactual (flagged images and a sample of the others)")
-    # Flags from the saliency alone; flags the counterfactual confirmed (flagged, and the prediction changed
-    # when the detected text was inpainted); and the counterfactual alone: the heatmap is a lead, the
-    # counterfactual the evidence.
+    # The run's flags (config.audit.flag_by); flags from the saliency share alone; the share confirmed by the
+    # counterfactual (high share, and the prediction changed when the detected text was inpainted); and the
+    # counterfactual alone: the heatmap is a lead, the counterfactual the evidence.
     table, cf_changed = result.table, result.table.cf_prediction_changed.eq(True)
+    high_share = table.text_share >= config.audit.threshold
     quality = audit_stage.flag_quality(table, changed)
-    for kind, flags in (("confirmed", table.flagged & cf_changed), ("counterfactual", cf_changed)):
+    for kind, flags in (("share_flag", high_share), ("confirmed", high_share & cf_changed),
+                        ("counterfactual", cf_changed)):
         quality.update({f"{kind}_{measure.removeprefix('flag_')}": value for measure, value in
                         audit_stage.flag_quality(table.assign(flagged=flags), changed).items()
                         if measure.startswith("flag_")})
     quality = {key: None if isinstance(value, float) and math.isnan(value) else value  # JSON has no NaN
                for key, value in quality.items()}
-    quality.update(flag_reference=reference, flag_threshold=config.audit.threshold)
+    quality.update(flag_reference=reference, flag_by=config.audit.flag_by, flag_threshold=config.audit.threshold)
     write_text(run_dir / "audit" / f"{name}_quality.json", json.dumps(quality, indent=1) + "\n")
     return result.table_path
 

@@ -7,10 +7,14 @@ For every image with a saliency map (pipeline.explain) and text boxes (pipeline.
 - `text_top5_share`: the fraction of the top `top_fraction` (5 %) most salient pixels inside those boxes
   (ties at the cut shared in proportion).
 - `text_area`: the fraction of the image the grown boxes cover: the chance level of both shares.
-- `flagged`: text_share ≥ `AuditConfig.threshold`.
-- the counterfactual, on every flagged image and a seeded sample of the unflagged images that have text:
-  inpaint that image's boxes with pipeline.clean.clean_image (what COVIDx++ does), classify again, and
-  record the drop of the target probability and whether the prediction changed.
+- the counterfactual: inpaint the image's detected boxes with pipeline.clean.clean_image (what COVIDx++
+  does), classify again, and record the drop of the target probability and whether the prediction changed.
+- `flagged`, by `AuditConfig.flag_by`: "counterfactual" (default): the prediction changes when the detected
+  text alone is inpainted (every image with text gets a counterfactual); "share": text_share ≥
+  `AuditConfig.threshold` (the counterfactual then runs on every flagged image and a seeded sample of the
+  unflagged images that have text). The map says where the model looks, the counterfactual whether the
+  decision rests there: on the synthetic benchmark no threshold on the share comes near the
+  counterfactual's precision and recall, even on the true text boxes (benchmarks/results/audit_synthetic.md).
 
 A map that is zero everywhere (no evidence) counts as uniform, so its shares equal `text_area`.
 
@@ -22,7 +26,7 @@ Flag quality (`flag_quality`) is measured on synthetic data against the ground t
 changes when the text alone is removed" (`truth_prediction_changed`: the image vs its known text-free
 copy); `choose_threshold` picks the threshold from such data.
 
-Default threshold 0.15 (provisional): see `DEFAULT_THRESHOLD`.
+Share threshold 0.15 (provisional): see `DEFAULT_THRESHOLD`.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ LOG = logging.getLogger(__name__)
 
 STAGE = "audit"
 TARGETS = ("predicted", "label")
+FLAG_RULES = ("counterfactual", "share")
 CRITERIA = ("f1", "youden")
 # Flag an image when at least this share of its saliency mass lies on detected text. Provisional: 0.15 is
 # about 5× the area burned-in text covers on a radiograph (2–4 % with the default dilation), so a flag
@@ -83,22 +88,26 @@ class AuditError(ValueError):
 class AuditConfig:
     """Audit settings.
 
-    threshold: flag an image when text_share ≥ this (DEFAULT_THRESHOLD, chosen from data).
+    flag_by: "counterfactual" (default): flag an image when inpainting its detected text changes the
+        prediction; "share": when text_share ≥ `threshold` (see the module docstring for why not by default).
+    threshold: the text_share of a share flag (DEFAULT_THRESHOLD); with flag_by "counterfactual" it only
+        names the high-share images (flow quality "confirmed": high share and the prediction changes).
     dilate: pixels the detected boxes grow on every side before the shares are measured (anti-aliased
         strokes and a map that is smooth at the mask resolution spill just outside a tight box).
     top_fraction: the "top 5 %" of text_top5_share.
     target: the class whose probability the counterfactual follows: "predicted" or "label"; use the
         explanation's ExplainConfig.target so the map and the counterfactual are about the same class.
-    cf_unflagged_fraction: fraction of the unflagged images with text that also get a counterfactual
-        (a seeded per-image draw: the same image is drawn in every run with the same seed); 1 (default) =
-        all: one inpainting and one forward pass per image, cheap next to iGOS++, and the counterfactual
-        is the better per-image evidence (benchmarks/results/audit_synthetic.md).
+    cf_unflagged_fraction: with flag_by "share", the fraction of the unflagged images with text that also
+        get a counterfactual (a seeded per-image draw: the same image is drawn in every run with the same
+        seed); 1 (default) = all: one inpainting and one forward pass per image, cheap next to iGOS++.
+        With flag_by "counterfactual" every image with text gets one.
     seed: seed of that draw.
     gallery_size: images in the gallery (highest text_share); gallery_side: their longest side (pixels).
     batch_size: images per classifier forward pass; device: torch device.
     clean: how text is inpainted (pipeline.clean; Telea r=10, as COVIDx++).
     """
 
+    flag_by: str = "counterfactual"
     threshold: float = DEFAULT_THRESHOLD
     dilate: int = 2
     top_fraction: float = 0.05
@@ -118,6 +127,8 @@ class AuditConfig:
             raise AuditError(f"top_fraction must be in (0, 1], got {self.top_fraction}")
         if not 0 <= self.cf_unflagged_fraction <= 1:
             raise AuditError(f"cf_unflagged_fraction must be in [0, 1], got {self.cf_unflagged_fraction}")
+        if self.flag_by not in FLAG_RULES:
+            raise AuditError(f"flag_by must be one of {FLAG_RULES}, got {self.flag_by!r}")
         if self.target not in TARGETS:
             raise AuditError(f"target must be one of {TARGETS}, got {self.target!r}")
         for name, low in (("dilate", 0), ("seed", 0), ("gallery_size", 0), ("gallery_side", 8), ("batch_size", 1)):
@@ -425,7 +436,7 @@ def _audit_batch(model: nn.Module, meta: CheckpointMeta, records: Sequence[Recor
         share, top_share = saliency_shares(upsampled, region, config.top_fraction)
         predicted = int(np.argmax(probs))
         target = predicted if config.target == "predicted" else meta.labels.index(record.label)
-        flagged = share >= config.threshold
+        flagged = config.flag_by == "share" and share >= config.threshold
         row = {"filename": record.filename, "patient_id": record.patient_id, "source": record.source or "",
                "label": record.label, "predicted": meta.labels[predicted], "target_label": meta.labels[target],
                "text_share": round(share, _ROUND), "text_top5_share": round(top_share, _ROUND),
@@ -434,7 +445,7 @@ def _audit_batch(model: nn.Module, meta: CheckpointMeta, records: Sequence[Recor
                "cf_predicted": None, "cf_prediction_changed": None, "_target": target, "_probability": probs[target]}
         if truth is not None:
             row.update(_truth_shares(truth, truth_of[record.filename], upsampled, config))
-        if boxes and (flagged or _sampled(record.filename, config)):
+        if boxes and (flagged or config.flag_by == "counterfactual" or _sampled(record.filename, config)):
             inpainted.append(clean_image(image, boxes, config.clean)[0])
             cf_rows.append(row)
         rows.append(row)
@@ -444,6 +455,8 @@ def _audit_batch(model: nn.Module, meta: CheckpointMeta, records: Sequence[Recor
             row.update(counterfactual=True, cf_target_probability=round(float(probs[row["_target"]]), _ROUND),
                        cf_probability_drop=round(float(row["_probability"] - probs[row["_target"]]), _ROUND),
                        cf_predicted=cf_predicted, cf_prediction_changed=cf_predicted != row["predicted"])
+            if config.flag_by == "counterfactual":
+                row["flagged"] = row["cf_prediction_changed"]
     for row in rows:
         del row["_target"], row["_probability"]
     return rows

@@ -147,6 +147,11 @@ class TextConfig:
         a dark letter on a light film or a light letter on a dark plate a weak score); doubles the cost.
     min_size: boxes whose longer side is shorter than this (pixels of the given image) are dropped;
         EasyOCR's default 20 silently drops laterality markers, so it is small here.
+    max_height: boxes (one text line each, before plate growth) taller than this fraction of the image
+        height are dropped: burned-in text lines are a few percent of a film's height, while CRAFT on a
+        small film upscaled to a large canvas fires on lung texture in tall blobs (demo films at a
+        1024-px canvas: 43 such boxes on 90 films, 40 of them removed by 0.15, no true text line lost;
+        benchmarks/results/audit_synthetic.md). 1 keeps every box.
     merge_lines: merge boxes on one text line whose gap is at most `merge_gap` × their height.
     margin: grow every box by this fraction of its height on each side (0: as detected).
     grow_to_plates: when a box sits on a flat label plate (a uniform rectangle behind the text, within
@@ -166,6 +171,7 @@ class TextConfig:
     upscale: float | None = None
     both_polarities: bool = False
     min_size: int = 3
+    max_height: float = 0.15
     merge_lines: bool = True
     merge_gap: float = 0.6
     margin: float = 0.0
@@ -190,6 +196,8 @@ class TextConfig:
             raise ValueError(f"upscale must be None or in (0, 16], got {self.upscale}")
         if self.min_size < 0 or self.margin < 0 or self.merge_gap < 0:
             raise ValueError("min_size, margin and merge_gap must be >= 0")
+        if not 0 < self.max_height <= 1:
+            raise ValueError(f"max_height must be in (0, 1] (a fraction of the image height), got {self.max_height}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -428,8 +436,8 @@ def _canvas(image: np.ndarray, long_side: int | None) -> tuple[np.ndarray, float
 
 
 def _finish(boxes: list[TextBox], image: np.ndarray, config: TextConfig) -> list[TextBox]:
-    """Merge lines, add the margin, clip to the image, grow to plates, drop small boxes; sorted top to
-    bottom, then left to right."""
+    """Merge lines, add the margin, clip to the image, drop small and too tall boxes, grow to plates; sorted
+    top to bottom, then left to right."""
     if config.merge_lines:
         boxes = merge_lines(boxes, config.merge_gap)
     height, width = image.shape
@@ -438,7 +446,7 @@ def _finish(boxes: list[TextBox], image: np.ndarray, config: TextConfig) -> list
         pad = config.margin * box.height
         x0, y0 = max(0, math.floor(box.x0 - pad)), max(0, math.floor(box.y0 - pad))
         x1, y1 = min(width, math.ceil(box.x1 + pad)), min(height, math.ceil(box.y1 + pad))
-        if x1 <= x0 or y1 <= y0 or max(x1 - x0, y1 - y0) < config.min_size:
+        if x1 <= x0 or y1 <= y0 or max(x1 - x0, y1 - y0) < config.min_size or y1 - y0 > config.max_height * height:
             continue
         box = replace(box, x0=x0, y0=y0, x1=x1, y1=y1)
         if config.grow_to_plates:

@@ -311,14 +311,16 @@ def _section_audit_a(run: Run, summary: Mapping) -> Section:
         f"on a mean text area of {_number(audit['text_area'].mean())}. Counterfactuals (text inpainted, A re-run): "
         f"{len(counterfactual)}, prediction changed in {int(counterfactual['cf_prediction_changed'].eq(True).sum())}, "
         f"mean drop of the target probability {_number(counterfactual['cf_probability_drop'].mean())}."))
-    quality = {k: summary[k] for k in ("flag_precision", "flag_recall", "confirmed_precision", "confirmed_recall",
+    quality = {k: summary[k] for k in ("flag_by", "flag_precision", "flag_recall", "share_flag_precision",
+                                       "share_flag_recall", "confirmed_precision", "confirmed_recall",
                                        "counterfactual_precision", "counterfactual_recall", "share_roc_auc",
                                        "truth_share_roc_auc", "flag_threshold") if summary.get(k) is not None}
     if quality:
         reference = summary.get("flag_reference", "ground truth")
         section.blocks.append(_table(f"Flag quality against {reference}: did the prediction change when the text "
-                                     "alone was removed? Flags from the saliency share alone, flags the "
-                                     "counterfactual confirmed, and the counterfactual alone", pd.DataFrame([quality])))
+                                     "alone was removed? The run's flags (flag_by), flags from the saliency share "
+                                     "alone (share ≥ flag_threshold), the share confirmed by the counterfactual, "
+                                     "and the counterfactual alone", pd.DataFrame([quality])))
     section.blocks.append(_share_plot({"A": audit}, lambda f: f["label"], "class"))
     section.blocks.append(_share_plot({"A": audit}, _source, "source"))
     for what in ("class", "source"):

@@ -30,7 +30,8 @@ from pipeline.audit import (
 from pipeline.text import TextBox
 from tests.pipeline.test_explain import SIZE, marker_checkpoint, marker_dataset, marker_film, write_png
 
-NO_SAMPLE = AuditConfig(threshold=0.3, dilate=1, cf_unflagged_fraction=0.0, gallery_size=2, gallery_side=32)
+NO_SAMPLE = AuditConfig(flag_by="share", threshold=0.3, dilate=1, cf_unflagged_fraction=0.0, gallery_size=2,
+                        gallery_side=32)
 
 
 def block_map(box: TextBox, inside: float, outside: float, dilate: int) -> np.ndarray:
@@ -106,10 +107,25 @@ def test_counterfactual_changes_the_prediction_of_a_model_that_reads_text(marker
 
 def test_unflagged_sample_gets_counterfactuals(marker_run: dict, tmp_path: Path) -> None:
     run = marker_run
-    everything = AuditConfig(threshold=0.3, cf_unflagged_fraction=1.0, gallery_size=0)
+    everything = AuditConfig(flag_by="share", threshold=0.3, cf_unflagged_fraction=1.0, gallery_size=0)
     table = audit_split(run["checkpoint"], run["records"], run["saliency"], run["boxes"], tmp_path, everything).table
     assert list(table["counterfactual"]) == [True, False, True, False]  # every image with text
     assert table.loc[table["filename"] == "film_2.png", "cf_prediction_changed"].item()
+
+
+def test_counterfactual_flags_are_the_images_whose_prediction_changes_without_text(marker_run: dict,
+                                                                                    tmp_path: Path) -> None:
+    run = marker_run
+    by_counterfactual = AuditConfig(threshold=0.3, dilate=1, cf_unflagged_fraction=0.0, gallery_size=0)
+    assert by_counterfactual.flag_by == "counterfactual"  # the default
+    table = audit_split(run["checkpoint"], run["records"], run["saliency"], run["boxes"], tmp_path,
+                        by_counterfactual).table.set_index("filename")
+    # Film 2's map looks away from its marker (share flag: no), yet removing the marker flips it: flagged.
+    share_table = run["result"].table.set_index("filename")
+    assert not share_table.loc["film_2.png", "flagged"]
+    assert list(table["counterfactual"]) == [True, False, True, False]  # every image with text, whatever the fraction
+    assert table["flagged"].tolist() == table["cf_prediction_changed"].eq(True).tolist() == [True, False, True, False]
+    assert table["text_share"].tolist() == share_table["text_share"].tolist()  # the shares do not depend on the rule
 
 
 def test_outputs_follow_the_contract(marker_run: dict) -> None:
@@ -216,7 +232,7 @@ def test_choose_threshold_on_hand_made_numbers() -> None:
 
 
 def test_config_is_validated() -> None:
-    for bad in ({"threshold": 1.5}, {"top_fraction": 0}, {"target": "x"}, {"dilate": -1},
+    for bad in ({"threshold": 1.5}, {"flag_by": "saliency"}, {"top_fraction": 0}, {"target": "x"}, {"dilate": -1},
                 {"cf_unflagged_fraction": 2}, {"gallery_side": 4}):
         with pytest.raises(AuditError, match=next(iter(bad))):
             AuditConfig(**bad)

@@ -100,6 +100,12 @@ def test_maps_scored_once_give_boxes_for_many_configs(detector, scene):
     assert [as_tuple(b) for b in both.boxes(detector.config)] == [as_tuple(b) for b in found]
     # Post-processing settings from the same maps: min_size drops the letter (~24 px), the word stays.
     assert [as_tuple(b) for b in both.boxes(replace(detector.config, min_size=40))] == [as_tuple(found[0])]
+    # max_height drops the lines taller than that fraction of the image height (here: the letter, not the word).
+    heights = sorted(box.height for box in found)
+    assert heights[0] < heights[1]
+    limit = (heights[0] + heights[1]) / 2 / image.shape[0]
+    assert [as_tuple(b) for b in both.boxes(replace(detector.config, max_height=limit))] == [
+        as_tuple(b) for b in found if b.height == heights[0]]
     region, link = both.upsampled()
     assert region.shape == link.shape == image.shape and region.dtype == np.float32
     with pytest.raises(ValueError, match="polarities"):
@@ -114,6 +120,8 @@ def test_the_canvas_follows_the_image_size_up_to_a_cap():
     assert canvas_long_side((300, 100), TextConfig(long_side=None, upscale=2)) is None
     with pytest.raises(ValueError, match="upscale"):
         TextConfig(upscale=0)
+    with pytest.raises(ValueError, match="max_height"):
+        TextConfig(max_height=0)
 
 
 def test_config_digest_follows_what_decides_the_boxes():
@@ -268,6 +276,7 @@ def test_tesseract_backend_reads_a_printed_word():
         pytest.skip("the tesseract binary is not installed (apt-get install tesseract-ocr)")
     page = np.full((120, 400), 0.95, np.float32)
     page, truth = burn(page, "PORTABLE", 40, 40, 30, value=0.05)
-    boxes = TesseractDetector(TextConfig(backend="tesseract", long_side=None)).detect([page])[0]
+    # A line 25 % of the page high: a page of print, not a film, so the film's max_height is lifted.
+    boxes = TesseractDetector(TextConfig(backend="tesseract", long_side=None, max_height=1)).detect([page])[0]
     assert [b.text for b in boxes] == ["PORTABLE"]
     assert iou(as_tuple(truth), as_tuple(boxes[0])) >= 0.5
