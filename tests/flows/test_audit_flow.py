@@ -59,7 +59,7 @@ def test_the_synthetic_audit_benchmark_reads_a_finished_run(local_run):
     spec.loader.exec_module(benchmark)
     numbers = benchmark.measure(run_dir, upscales=[1.0])
     for key in ("covid_recall_test", "covid_recall_test_decorrelated", "flag_precision", "flag_recall",
-                "share_roc_auc", "seconds"):
+                "share_roc_auc", "seconds", "flag_precision_inpainted_truth", "flag_recall_inpainted_truth"):
         assert key in numbers, key
     assert numbers["covid_recall_test"] == summary["a"]["covid_recall"]["test"]
     with_text = sum(bool(item.text_boxes) for item in read_truth(run_dir / "data", "test"))
@@ -70,6 +70,9 @@ def test_the_synthetic_audit_benchmark_reads_a_finished_run(local_run):
     assert numbers["truth_boxes_counterfactual_missed"] == positives - round((recall or 0) * positives)
     [sweep] = numbers["by_upscale"]  # CRAFT run again at 1× the film's side
     assert sweep["upscale"] == 1.0 and 0 <= sweep["films"] <= 12 and sweep["detect_seconds"] > 0
+    # The run flags by the counterfactual: against the inpainted truth only the detector can make it miss.
+    assert numbers["flag_by"] == summary["flag_by"] == "counterfactual"
+    assert 0 <= numbers["truths_disagree"] <= numbers["images_audited"]
 
 
 def test_a_rerun_recomputes_nothing_and_never_touches_the_source(local_run):
