@@ -197,8 +197,11 @@ def audit(checkpoint: Path, records: list[Record], run_dir: Path, detections_csv
     else:
         tried = result.table[result.table.counterfactual]
         changed = dict(zip(tried.filename, tried.cf_prediction_changed.astype(bool), strict=True))
-        reference = ("counterfactual (every image with detected text)" if config.audit.cf_unflagged_fraction >= 1
+        reference = ("counterfactual (every image with detected text)"
+                     if config.audit.flag_by == "counterfactual" or config.audit.cf_unflagged_fraction >= 1
                      else "counterfactual (flagged images and a sample of the others)")
+        if config.audit.flag_by == "counterfactual":
+            reference += "; the run's flags are that counterfactual, so only the share flags are measured here"
     # The run's flags (config.audit.flag_by); flags from the saliency share alone; the share confirmed by the
     # counterfactual (high share, and the prediction changed when the detected text was inpainted); and the
     # counterfactual alone: the heatmap is a lead, the counterfactual the evidence.

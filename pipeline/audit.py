@@ -63,7 +63,7 @@ STAGE = "audit"
 TARGETS = ("predicted", "label")
 FLAG_RULES = ("counterfactual", "share")
 CRITERIA = ("f1", "youden")
-# Flag an image when at least this share of its saliency mass lies on detected text. Provisional: 0.15 is
+# With flag_by "share": flag an image when at least this share of its saliency mass lies on detected text. 0.15 is
 # about 5× the area burned-in text covers on a radiograph (2–4 % with the default dilation), so a flag
 # means the map clearly concentrates on the text rather than touching it by chance. Recalibrate it with
 # `choose_threshold` (F1 against "the prediction changes when the text alone is removed",
