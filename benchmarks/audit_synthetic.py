@@ -27,7 +27,7 @@ and .json. Two ground truths of "the prediction rests on the text":
     chosen_threshold_f1, chosen_threshold_youden        thresholds pipeline.audit.choose_threshold picks
     seconds                                             the flow's wall time
 
-    python benchmarks/audit_synthetic.py                       # ~40 min on 2 CPU cores
+    python benchmarks/audit_synthetic.py                       # ~35 min on 2 CPU cores (CRAFT at 1024 px)
     python benchmarks/audit_synthetic.py --from-run runs/demo  # seconds: the numbers of a finished run
     python benchmarks/audit_synthetic.py --from-run runs/demo --upscales 2 3   # + CRAFT canvas sweep (~5 min)
 """
