@@ -149,9 +149,9 @@ class TextConfig:
         EasyOCR's default 20 silently drops laterality markers, so it is small here.
     max_height: boxes (one text line each, before plate growth) taller than this fraction of the image
         height are dropped: burned-in text lines are a few percent of a film's height, while CRAFT on a
-        small film upscaled to a large canvas fires on lung texture in tall blobs (demo films at a
-        1024-px canvas: 43 such boxes on 90 films, 40 of them removed by 0.15, no true text line lost;
-        benchmarks/results/text_detection.md: precision at a 2× canvas 0.79 → 0.96). 1 keeps every box.
+        small film upscaled to a large canvas fires on lung texture in tall blobs
+        (benchmarks/results/text_detection.md: precision at a 2× canvas 0.79 → 0.96, recall unchanged).
+        1 keeps every box.
     merge_lines: merge boxes on one text line whose gap is at most `merge_gap` × their height.
     margin: grow every box by this fraction of its height on each side (0: as detected).
     grow_to_plates: when a box sits on a flat label plate (a uniform rectangle behind the text, within
