@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from flows.config import AuditConfig, ConfigError, load_config
+from pipeline.text import TextConfig
 
 ROOT = Path(__file__).parents[2]
 BAD = [
@@ -58,10 +59,18 @@ def test_yaml_round_trips_with_every_default_written_out(tmp_path):
     assert "gallery_size" in config.to_yaml()
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "paper.yaml", "audit_synthetic.yaml"])
 def test_shipped_configs_load(name):
     config = load_config(ROOT / "configs" / name)
     assert isinstance(config, AuditConfig)
+
+
+def test_the_audit_benchmark_config_is_the_demo_with_the_default_canvas():
+    """configs/audit_synthetic.yaml must not drift from the demo: only the run folder and the CRAFT canvas differ."""
+    demo, benchmark = (load_config(ROOT / "configs" / name) for name in ("demo.yaml", "audit_synthetic.yaml"))
+    assert demo.text.upscale == 2.0 and benchmark.text == TextConfig()
+    with_the_demo_canvas = load_config(ROOT / "configs" / "audit_synthetic.yaml", run_dir=demo.run_dir, text=demo.text)
+    assert with_the_demo_canvas == demo  # the text settings reach the cleaning configs too
 
 
 def test_prefect_yaml_deployments_carry_valid_configs_and_a_nightly_schedule():
