@@ -15,7 +15,7 @@ import pytest
 from prefect import flow
 
 import pipeline.explain
-import pipeline.text
+import pipeline.text.table
 import pipeline.train
 from datasets.faults import is_transient, reason_of
 from datasets.synthetic import generate, split_records
@@ -102,7 +102,7 @@ def rejected_filenames(stage: str, output: Path, run_dir: Path) -> list[str]:
 def test_a_flaky_read_is_retried_then_recorded(prefect_server, source, tmp_path, monkeypatch, stage, failures):
     records = split_records(source / "data", "test")[:3]
     victim = records[1].filename
-    module = {"detect-text": pipeline.text, "predict": pipeline.train, "explain": pipeline.explain}[stage]
+    module = {"detect-text": pipeline.text.table, "predict": pipeline.train, "explain": pipeline.explain}[stage]
     disk = FlakyDisk(module.read_image, victim, failures)
     monkeypatch.setattr(module, "read_image", disk)
 
