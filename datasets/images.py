@@ -8,12 +8,15 @@ JPEG, 65535). The size in the header is checked before any pixel is decoded.
 
 from __future__ import annotations
 
+import io
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, JpegImagePlugin
 
 from datasets.atomic import write_bytes
 from datasets.dicom import read_dicom, write_dicom_like
@@ -109,28 +112,116 @@ def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS, min_side: int 
     return pixels.clip(0, 1, out=pixels)
 
 
-def write_image(path: str | Path, array: np.ndarray, *, like: str | Path, jpeg_quality: int = 95) -> Path:
-    """Write `array` (H, W) in [0, 1] in the format and bit depth of the source image `like`.
+def write_image(path: str | Path, array: np.ndarray, *, like: str | Path, jpeg_quality: int | str = "keep",
+                changed: np.ndarray | None = None) -> Path:
+    """Write `array` (H, W) in [0, 1] stored as the source image `like` is: same format, bit depth, colour mode.
 
-    PNG: 16-bit if the source is 16-bit, else 8-bit grayscale. JPEG: 8-bit grayscale at
-    `jpeg_quality`. DICOM: write_dicom_like (source header kept, new UIDs). Written atomically;
-    writing over `like` itself is refused.
+    PNG: the source's colour type (gray, gray+alpha, RGB or RGBA) and bit depth (8 or 16), the gray value in
+    every colour channel and the source's alpha; with `changed` (H, W) bool only those pixels come from
+    `array` and every other pixel keeps the source's stored values (all channels, exactly). The source's
+    ancillary chunks that do not depend on the pixel values (colour space, text, resolution, EXIF; see
+    _KEPT_PNG_CHUNKS) are kept; the output is not interlaced. Palette and 1/2/4-bit PNG sources are refused.
+    JPEG: 8-bit, the source's colour mode (gray, or RGB with equal channels), chroma subsampling and
+    progressive mode, re-encoded whole with Pillow; `jpeg_quality` "keep" uses the source's own quantisation
+    tables, an integer 1–100 the standard tables at that quality. DICOM: write_dicom_like (source header kept,
+    new UIDs). Written atomically; writing over `like` itself is refused.
     """
     check_not_source(path, like)
     kind = image_format(like)
     if kind == "dicom":
         return write_dicom_like(like, array, path)
-    header = parse_header(like, Path(like).read_bytes())
+    data = Path(like).read_bytes()
+    header = parse_header(like, data)
     pixels = check_unit_image(path, array)
-    if kind == "jpeg" and header.bits > 8:
+    if pixels.shape != (header.height, header.width):
+        expected = (header.height, header.width)
+        raise ImageWriteError(path, f"array has shape {pixels.shape}: expected the source's {expected}")
+    if kind == "png":
+        return write_bytes(path, _png_like(path, data, pixels, changed))
+    if header.bits > 8:
         raise ImageWriteError(path, f"source is a {header.bits}-bit JPEG: expected an 8-bit JPEG source")
-    dtype, top = (np.uint16, 65535) if header.bits == 16 else (np.uint8, 255)
-    quantised = np.rint(pixels * top).astype(dtype)
-    options = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if kind == "jpeg" else []
-    ok, encoded = cv2.imencode(".png" if kind == "png" else ".jpg", quantised, options)
-    if not ok:
-        raise ImageWriteError(path, f"OpenCV could not encode the array as {kind.upper()}")
-    return write_bytes(path, encoded.tobytes())
+    return write_bytes(path, _jpeg_like(path, like, pixels, jpeg_quality))
+
+
+# PNG colour types this module writes: type -> (name, samples per pixel); and the ancillary chunks copied
+# from the source (their meaning does not depend on the pixel values; tIME, APNG frames, private chunks go).
+_PNG_COLOUR_TYPES = {0: ("gray", 1), 2: ("RGB", 3), 4: ("gray+alpha", 2), 6: ("RGBA", 4)}
+_KEPT_PNG_CHUNKS = frozenset({b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"cICP", b"mDCV", b"cLLI", b"sBIT", b"bKGD",
+                              b"tRNS", b"pHYs", b"tEXt", b"zTXt", b"iTXt", b"eXIf"})
+# cv2.IMREAD_UNCHANGED channel order -> PNG sample order, per colour type (gray+alpha decodes as BGRA).
+_PNG_SAMPLES = {0: [0], 2: [2, 1, 0], 4: [0, 3], 6: [2, 1, 0, 3]}
+
+
+def _png_chunks(path: str | Path, data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, whole chunk bytes: length, type, data, CRC) of every chunk of a PNG file's bytes."""
+    chunks, offset = [], len(PNG_SIGNATURE)
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        kind, end = data[offset + 4 : offset + 8], offset + 12 + length
+        chunks.append((kind, data[offset:end]))
+        offset = end
+        if kind == b"IEND":
+            return chunks
+    raise ImageReadError(path, "truncated or corrupt PNG: expected an IEND chunk")
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _png_like(path: str | Path, data: bytes, pixels: np.ndarray, changed: np.ndarray | None) -> bytes:
+    """PNG bytes of `pixels` (H, W) in [0, 1] in the colour type and depth of the source PNG `data`."""
+    width, height, bits, colour = struct.unpack(">IIBB", data[16:26])
+    if colour not in _PNG_COLOUR_TYPES or bits not in (8, 16):
+        raise ImageWriteError(path, f"source is a {bits}-bit PNG of colour type {colour}: expected an 8- or 16-bit "
+                                    "gray, gray+alpha, RGB or RGBA PNG source")
+    _, samples = _PNG_COLOUR_TYPES[colour]
+    dtype = np.uint16 if bits == 16 else np.uint8
+    stored = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if stored is None:
+        raise ImageWriteError(path, "cannot decode the source PNG to copy its colour mode")
+    stored = stored.reshape(height, width, -1)[..., _PNG_SAMPLES[colour]].astype(dtype)
+    gray = np.rint(pixels * (2**bits - 1)).astype(dtype)
+    where = np.ones((height, width), bool) if changed is None else np.asarray(changed, bool)
+    colours = samples - (colour in (4, 6))  # the alpha sample, if any, stays the source's
+    stored[..., :colours] = np.where(where[..., None], gray[..., None], stored[..., :colours])
+    chunks = _png_chunks(path, data)
+    first_data = next(i for i, (kind, _) in enumerate(chunks) if kind == b"IDAT")
+    kept = [(i, raw) for i, (kind, raw) in enumerate(chunks) if kind in _KEPT_PNG_CHUNKS]
+    ihdr = _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bits, colour, 0, 0, 0))
+    return (PNG_SIGNATURE + ihdr + b"".join(raw for i, raw in kept if i < first_data)
+            + _chunk(b"IDAT", zlib.compress(_png_rows(stored, bits), 6))
+            + b"".join(raw for i, raw in kept if i > first_data) + _chunk(b"IEND", b""))
+
+
+def _png_rows(stored: np.ndarray, bits: int) -> bytes:
+    """The filtered scanlines of `stored` (H, W, samples): PNG filter 1 ("Sub") on every row, big-endian samples."""
+    height = stored.shape[0]
+    raw = np.ascontiguousarray(stored.astype(">u2" if bits == 16 else np.uint8)).view(np.uint8).reshape(height, -1)
+    step = stored.shape[2] * bits // 8  # bytes per pixel
+    filtered = raw.copy()
+    filtered[:, step:] = raw[:, step:] - raw[:, :-step]  # uint8 arithmetic wraps modulo 256, as the filter asks
+    return np.hstack([np.ones((height, 1), np.uint8), filtered]).tobytes()
+
+
+def _jpeg_like(path: str | Path, like: str | Path, pixels: np.ndarray, quality: int | str) -> bytes:
+    """JPEG bytes of `pixels` (H, W) in [0, 1] encoded as the source JPEG `like` (see write_image)."""
+    with Image.open(like) as source:
+        if source.mode not in ("L", "RGB"):
+            raise ImageWriteError(path, f"source is a {source.mode} JPEG: expected a gray or RGB JPEG source")
+        mode = source.mode
+        options = {"subsampling": JpegImagePlugin.get_sampling(source),
+                   "progressive": bool(source.info.get("progressive"))}
+        options.update({key: source.info[key] for key in ("icc_profile", "exif", "dpi", "comment")
+                        if source.info.get(key)})
+        if quality == "keep":
+            options["qtables"] = source.quantization
+        else:
+            options["quality"] = int(quality)
+    image = Image.fromarray(np.rint(pixels * 255).astype(np.uint8), "L").convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", **options)
+    return buffer.getvalue()
 
 
 def _to_gray(path: Path, decoded: np.ndarray) -> np.ndarray:

@@ -2,16 +2,37 @@
 
 `build_clean_dataset(src_root, dst_root, splits)` reads every image of the given split files,
 detects text (`pipeline.text`; or takes the boxes already in the run's text/detections.csv, passed as
-`detections=read_detections(...)`, so CRAFT runs once per image), rasterises the boxes (grown by
-`dilate` pixels) to a mask at the image's own resolution, inpaints it (OpenCV Telea, radius 10, as in
-the paper that built COVIDx++) and writes the result under `dst_root` at the same relative path, in
-the source's format and bit depth. DICOM stays DICOM (`datasets.dicom.write_dicom_like`: header kept,
-new UIDs, Burned In Annotation (0028,0301) "NO" after removal). Images without text are copied byte for byte. The split
-files are written again for the new root (rejected images left out) with a manifest:
+`detections=read_detections(...)`, so CRAFT runs once per image), refuses the boxes whose content is not
+text-like (`pipeline.inpaint.is_text_like`: anatomy, tubes, gradients; `text_guard`), rasterises the
+rest at the image's own resolution, grown over the whole of any circled marker they touch
+(`whole_markers`) and by `dilate` pixels, inpaints the mask (`method`; default "texture", which keeps
+bone and noise texture; "telea" with radius 10 is the paper that built COVIDx++; see pipeline.inpaint
+and benchmarks/results/cleaning.md) and writes the result under `dst_root` at the same relative path.
+
+Every image is written the same way whether or not it had text, so that no file-level trait tells the
+cleaned ones apart:
+
+- PNG: cleaned images keep the source's colour type (gray, gray+alpha, RGB with the gray value in all
+  three channels, RGBA), bit depth, ancillary chunks and every stored value outside the mask (PNG is
+  lossless); text-free ones are byte copies (or hard links, `link_unchanged`).
+- JPEG: every JPEG, text-free ones too, is decoded and re-encoded by the same path (Pillow, the source's
+  colour mode, subsampling and progressive mode; `jpeg_quality` "keep", the default, re-uses each
+  source's own quantisation tables), so cleaned and text-free films carry the same double compression.
+  Writing only the cleaned ones again would leave the re-encoding itself (3–8 grey levels over the whole
+  film) as a mark of "this film had text".
+- DICOM: cleaned ones are written by `datasets.dicom.write_dicom_like` (header kept, same Bits
+  Allocated/Stored, signedness, photometric interpretation and size, new UIDs, Burned In Annotation
+  (0028,0301) "NO"); text-free ones are byte copies. `read_dicom` gives both the same display values
+  outside the mask, but the cleaned file stores them uncompressed with an identity rescale and a window
+  spanning the stored range, where a copy keeps the source's transfer syntax, rescale and window: a
+  loader that ignores the window sees the two alike only through `read_dicom`.
+
+The split files are written again for the new root (rejected images left out) with a manifest:
 
     manifest.csv   one row per image: source and output paths (relative to their roots), split files,
-                   status (cleaned / unchanged / rejected), reason, boxes with scores (JSON), boxes
-                   kept (laterality policy), masked pixels, sha256 of source and output, config digest
+                   status (cleaned / unchanged / rejected), reason (of a rejection), boxes removed with
+                   scores (JSON), boxes kept (laterality policy), boxes refused by the text guard with the
+                   reason (JSON), masked pixels, sha256 of source and output, config digest
     rejected.csv   the rejected rows only
 
 The source root is only read: a `dst_root` equal to, inside or around `src_root` is refused, and
@@ -42,17 +63,17 @@ from datasets.covidx import read_split, write_split
 from datasets.dicom import write_dicom_like
 from datasets.errors import DatasetError
 from datasets.images import image_format, read_image, write_image
+from pipeline.inpaint import METHODS, inpaint, overlay_mask, text_likeness
 from pipeline.text import TextBox, TextConfig, TextDetector, WeightsError, box_mask, make_detector
 
 LOG = logging.getLogger(__name__)
 
 MANIFEST = "manifest.csv"
 REJECTED = "rejected.csv"
-METHODS = ("telea", "ns", "black")
 STATUSES = ("cleaned", "unchanged", "rejected")
 LATERALITY = frozenset({"L", "R"})
-_COLUMNS = ("source", "output", "split_files", "status", "reason", "boxes", "kept_boxes", "masked_pixels",
-            "masked_fraction", "source_sha256", "output_sha256", "config_digest")
+_COLUMNS = ("source", "output", "split_files", "status", "reason", "boxes", "kept_boxes", "refused_boxes",
+            "masked_pixels", "masked_fraction", "source_sha256", "output_sha256", "config_digest")
 
 
 class CleanError(ValueError):
@@ -63,24 +84,35 @@ class CleanError(ValueError):
 class CleanConfig:
     """How text is removed.
 
-    method: "telea" (the paper's `cv2.INPAINT_TELEA`), "ns" (Navier–Stokes) or "black" (fill with 0,
-        the de-identification habit, for comparison: a black rectangle can become the next shortcut).
-    radius: inpainting radius in pixels (paper: 10).
-    dilate: pixels added around every box before masking (anti-aliased stroke edges, halo).
+    method: "texture" (default: a smooth biharmonic fill of the low frequencies plus high-pass texture
+        copied from the best-matching film nearby; keeps bone and noise texture and does not smear at the
+        film's edge), "telea" (the paper's `cv2.INPAINT_TELEA`), "ns" (Navier–Stokes), "biharmonic"
+        (smooth) or "black" (fill with 0, the de-identification habit, for comparison: a black rectangle
+        can become the next shortcut). Measured in benchmarks/results/cleaning.md; see pipeline.inpaint.
+    radius: inpainting radius of "telea" and "ns" in pixels (paper: 10).
+    dilate: pixels added around every box (and grown marker) before masking (anti-aliased edges, halo).
+    whole_markers: grow each box over the near-black and near-white components it touches (the ring, disc
+        and letter of a circled marker, a letter's shadow) so no part of them is left for the fill to pull in.
+    text_guard: refuse boxes whose content is not text-like (`pipeline.inpaint.is_text_like`: anatomy,
+        tubes, gradients); refused boxes stay in the image and are listed in the manifest with the reason.
     keep_laterality: leave boxes whose only content is a single "L" or "R" (read by EasyOCR's English
         recogniser, from the same pinned weights package) in the image.
-    link_unchanged: hard-link text-free images instead of copying (falls back to a copy across devices).
-    jpeg_quality: quality of re-encoded JPEG outputs (pixels outside the mask change by JPEG rounding).
+    link_unchanged: hard-link text-free PNG and DICOM images instead of copying (falls back to a copy
+        across devices); JPEGs are always re-encoded (see the module docstring).
+    jpeg_quality: how every JPEG output (text-free ones too) is re-encoded: "keep" (default) with each
+        source's own quantisation tables, or an integer 1–100, the standard tables at that quality.
     checkpoint_every: write the manifest after this many processed images, so a killed run resumes.
     text: the detector's config (used when no detector is passed in).
     """
 
-    method: str = "telea"
+    method: str = "texture"
     radius: float = 10.0
     dilate: int = 2
+    whole_markers: bool = True
+    text_guard: bool = True
     keep_laterality: bool = False
     link_unchanged: bool = False
-    jpeg_quality: int = 95
+    jpeg_quality: int | str = "keep"
     checkpoint_every: int = 50
     text: TextConfig = field(default_factory=TextConfig)
 
@@ -89,6 +121,10 @@ class CleanConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.radius <= 0 or self.dilate < 0 or self.checkpoint_every < 1:
             raise ValueError("radius must be > 0, dilate >= 0 and checkpoint_every >= 1")
+        if self.jpeg_quality != "keep" and not (isinstance(self.jpeg_quality, int)
+                                                and not isinstance(self.jpeg_quality, bool)
+                                                and 1 <= self.jpeg_quality <= 100):
+            raise ValueError(f"jpeg_quality must be \"keep\" or an integer 1-100, got {self.jpeg_quality!r}")
 
     def digest(self, detector: TextDetector | None = None) -> str:
         """A short hash of everything that decides an output's pixels (the detector's config included)."""
@@ -96,6 +132,21 @@ class CleanConfig:
         payload = {**asdict(replace(self, checkpoint_every=1, link_unchanged=False, text=text)),
                    "detector": getattr(detector, "name", text.backend)}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RefusedBox:
+    """A detected box the text guard left in the image, and why (the measured stroke contrast and edges)."""
+
+    box: TextBox
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {**self.box.to_dict(), "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RefusedBox:
+        return cls(TextBox.from_dict(data), str(data.get("reason", "")))
 
 
 @dataclass
@@ -109,6 +160,7 @@ class ManifestRow:
     reason: str = ""
     boxes: list[TextBox] = field(default_factory=list)
     kept_boxes: list[TextBox] = field(default_factory=list)
+    refused_boxes: list[RefusedBox] = field(default_factory=list)
     masked_pixels: int = 0
     masked_fraction: float = 0.0
     source_sha256: str = ""
@@ -120,6 +172,7 @@ class ManifestRow:
         values = {**{key: getattr(self, key) for key in _COLUMNS}}
         values["boxes"] = json.dumps([box.to_dict() for box in self.boxes])
         values["kept_boxes"] = json.dumps([box.to_dict() for box in self.kept_boxes])
+        values["refused_boxes"] = json.dumps([refused.to_dict() for refused in self.refused_boxes])
         values["masked_fraction"] = f"{self.masked_fraction:.6f}"
         return {key: str(value) for key, value in values.items()}
 
@@ -128,6 +181,7 @@ class ManifestRow:
         return cls(row["source"], row["output"], row["split_files"], row["status"], row["reason"],
                    [TextBox.from_dict(item) for item in json.loads(row["boxes"] or "[]")],
                    [TextBox.from_dict(item) for item in json.loads(row["kept_boxes"] or "[]")],
+                   [RefusedBox.from_dict(item) for item in json.loads(row.get("refused_boxes") or "[]")],
                    int(row["masked_pixels"] or 0), float(row["masked_fraction"] or 0), row["source_sha256"],
                    row["output_sha256"], row["config_digest"])
 
@@ -158,28 +212,47 @@ class Manifest:
 # ---- one image ----------------------------------------------------------------------------------
 
 
-def clean_image(image: np.ndarray, boxes: Iterable[TextBox], config: CleanConfig | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+def clean_mask(image: np.ndarray, boxes: Iterable[TextBox], config: CleanConfig | None = None) -> np.ndarray:
+    """The (H, W) bool mask `clean_image` fills for `boxes` on `image` (H, W): the boxes, grown over whole
+    markers (`config.whole_markers`, see pipeline.inpaint.overlay_mask) and by `config.dilate` px."""
+    config = config or CleanConfig()
+    return overlay_mask(image, boxes, config.dilate, grow=config.whole_markers)
+
+
+def clean_image(image: np.ndarray, boxes: Iterable[TextBox], config: CleanConfig | None = None, *,
+                keep: Iterable[TextBox] = ()) -> tuple[np.ndarray, np.ndarray]:
     """Remove the text in `boxes` from `image` (H, W) float32 in [0, 1].
 
-    Returns the cleaned image (H, W) float32 in [0, 1] and the mask (H, W) bool that was filled (the
-    boxes grown by `config.dilate`). Pixels outside the mask are returned unchanged.
+    keep: boxes whose text stays (laterality policy): the mask does not grow into them and no texture is
+    copied from them. Returns the cleaned image (H, W) float32 in [0, 1] and the mask (H, W) bool that was
+    filled (`clean_mask`). Pixels outside the mask are returned unchanged.
     """
     config = config or CleanConfig()
     image = np.asarray(image, np.float32)
-    mask = box_mask(image.shape, boxes, config.dilate)
-    if not mask.any():
-        return image.copy(), mask
-    if config.method == "black":
-        out = image.copy()
-        out[mask] = 0.0
-        return out, mask
-    flag = cv2.INPAINT_TELEA if config.method == "telea" else cv2.INPAINT_NS
-    # Inpaint on the 0–255 scale (float32 keeps 16-bit precision): OpenCV's Telea on float32 images in
-    # [0, 1] returns values far outside the data (errors > 1 on a smooth ramp), on 0–255 it is right.
-    filled = cv2.inpaint(image * np.float32(255), mask.astype(np.uint8), config.radius, flag) / np.float32(255)
-    out = np.where(mask, np.clip(filled, 0, 1), image).astype(np.float32)
-    return out, mask
+    boxes = list(boxes)
+    mask = clean_mask(image, boxes, config)
+    kept = box_mask(image.shape, keep, config.dilate)
+    if kept.any():
+        mask &= ~kept | box_mask(image.shape, boxes, config.dilate)
+    return inpaint(image, mask, config.method, radius=config.radius, avoid=kept), mask
+
+
+def screen_boxes(image: np.ndarray, boxes: Iterable[TextBox], config: CleanConfig | None = None
+                 ) -> tuple[list[TextBox], list[RefusedBox]]:
+    """Split `boxes` on `image` (H, W) in [0, 1] into those to clean and those the text guard refuses
+    (`config.text_guard`; pipeline.inpaint.is_text_like), the latter with the reason."""
+    config = config or CleanConfig()
+    boxes = list(boxes)
+    if not config.text_guard:
+        return boxes, []
+    accepted, refused = [], []
+    for box in boxes:
+        measured = text_likeness(image, box)
+        if measured.text_like:
+            accepted.append(box)
+        else:
+            refused.append(RefusedBox(box, measured.reason()))
+    return accepted, refused
 
 
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None, peak: float = 1.0) -> float:
@@ -354,16 +427,17 @@ def _process(path: Path, relative: str, dst: Path, split_names: str, detector: T
             boxes = known
         else:
             boxes = (detector or make_detector(config.text)).detect([image])[0]
-        kept = [box for box in boxes if recogniser.is_laterality(image, box)] if recogniser and boxes else []
-        removed = [box for box in boxes if box not in kept]
+        accepted, row.refused_boxes = screen_boxes(image, boxes, config)
+        kept = [box for box in accepted if recogniser.is_laterality(image, box)] if recogniser and accepted else []
+        removed = [box for box in accepted if box not in kept]
         row.boxes, row.kept_boxes = removed, kept
         if removed:
-            cleaned, mask = clean_image(image, removed, config)
-            _write_like(path, cleaned, output, config)
+            cleaned, mask = clean_image(image, removed, config, keep=kept)
+            _write_like(path, cleaned, output, config, mask)
             row.status, row.masked_pixels = "cleaned", int(mask.sum())
             row.masked_fraction = row.masked_pixels / mask.size
         else:
-            _copy(path, output, config.link_unchanged)
+            _write_unchanged(path, image, output, config)
             row.status = "unchanged"
         row.output_sha256 = sha256_of(output)
         if sha256_of(path) != row.source_sha256:  # cheap insurance: the source must never change
@@ -376,13 +450,23 @@ def _process(path: Path, relative: str, dst: Path, split_names: str, detector: T
     return row
 
 
-def _write_like(source: Path, array: np.ndarray, output: Path, config: CleanConfig) -> None:
-    """`array` in the source's format and bit depth; DICOM with Burned In Annotation "NO"."""
+def _write_like(source: Path, array: np.ndarray, output: Path, config: CleanConfig, mask: np.ndarray) -> None:
+    """`array` (H, W) stored as the source is (format, depth, colour mode; PNG: only `mask` (H, W) bool
+    changes); DICOM with Burned In Annotation "NO"."""
     if image_format(source) == "dicom":
         write_dicom_like(source, array, output, burned_in_text_removed=True,
                          derivation="Burned-in text inpainted by cxr-audit (COVIDx++)")
     else:
-        write_image(output, array, like=source, jpeg_quality=config.jpeg_quality)
+        write_image(output, array, like=source, jpeg_quality=config.jpeg_quality, changed=mask)
+
+
+def _write_unchanged(source: Path, image: np.ndarray, output: Path, config: CleanConfig) -> None:
+    """A text-free image: JPEG re-encoded by the cleaned images' path (`image` (H, W) is its decoded pixels),
+    PNG and DICOM copied byte for byte."""
+    if image_format(source) == "jpeg":
+        write_image(output, image, like=source, jpeg_quality=config.jpeg_quality)
+    else:
+        _copy(source, output, config.link_unchanged)
 
 
 def _copy(source: Path, output: Path, link: bool) -> None:

@@ -6,6 +6,7 @@ import zlib
 import cv2
 import numpy as np
 import pytest
+from PIL import Image, JpegImagePlugin, PngImagePlugin
 from pydicom.data import get_testdata_file
 
 from datasets.errors import ImageReadError, ImageWriteError
@@ -145,3 +146,70 @@ def test_write_image_refuses_bad_arrays_and_the_source_itself(tmp_path):
     with pytest.raises(ImageWriteError, match="NaN"):
         write_image(tmp_path / "b.png", np.full((32, 32), np.nan), like=like)
     assert like.read_bytes() == before and not (tmp_path / "b.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("mode", "bits", "colour_type", "channels"),
+    [("L", 8, 0, 1), ("I;16", 16, 0, 1), ("RGB", 8, 2, 3), ("RGBA", 8, 6, 4), ("LA", 8, 4, 2)],
+)
+def test_write_image_keeps_the_png_sources_colour_type_and_depth(tmp_path, mode, bits, colour_type, channels):
+    top = 2**bits - 1
+    stored = (np.arange(32 * 32).reshape(32, 32) * top // (32 * 32 - 1)).astype(np.uint16 if bits == 16 else np.uint8)
+    source = Image.fromarray(stored)  # "L", or "I;16" for 16 bits
+    if mode in ("RGB", "RGBA", "LA"):
+        source = source.convert(mode)
+    if mode in ("RGBA", "LA"):
+        source.putalpha(Image.fromarray(np.full((32, 32), 200, np.uint8)))
+    source.save(tmp_path / "like.png")
+    array = np.random.default_rng(2).random((32, 32))
+    out = write_image(tmp_path / "out.png", array, like=tmp_path / "like.png")
+    data = out.read_bytes()
+    assert data[24:26] == bytes([bits, colour_type])  # IHDR bit depth and colour type, as the source's
+    decoded = cv2.imread(str(out), cv2.IMREAD_UNCHANGED).reshape(32, 32, -1)
+    expected = np.rint(array * top)
+    for channel in range(min(decoded.shape[2], 3)):  # the gray value in every colour channel
+        np.testing.assert_array_equal(decoded[..., channel], expected)
+    if channels in (2, 4):
+        np.testing.assert_array_equal(decoded[..., 3], 200)  # the source's alpha
+    np.testing.assert_allclose(read_image(out), array, atol=0.5 / top + 1e-7)
+
+
+def test_write_image_with_changed_keeps_every_other_stored_value_and_the_chunks(tmp_path):
+    rng = np.random.default_rng(3)
+    colour = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)  # a colour source: channels differ
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "kept")
+    Image.fromarray(colour, "RGB").save(tmp_path / "like.png", pnginfo=info, dpi=(72, 72))
+    changed = np.zeros((32, 48), bool)
+    changed[8:20, 10:30] = True
+    out = write_image(tmp_path / "out.png", np.full((32, 48), 0.5), like=tmp_path / "like.png", changed=changed)
+    decoded = np.asarray(Image.open(out))
+    np.testing.assert_array_equal(decoded[~changed], colour[~changed])
+    assert (decoded[changed] == 128).all()
+    with Image.open(out) as written:
+        assert written.info["Comment"] == "kept" and round(written.info["dpi"][0]) == 72
+
+
+def test_write_image_refuses_png_sources_it_cannot_reproduce(tmp_path):
+    rows = b"".join(b"\x00\x00\xff" for _ in range(16))
+    (tmp_path / "1bit.png").write_bytes(png_bytes(16, 16, bits=1, rows=rows))
+    with pytest.raises(ImageWriteError, match="expected an 8- or 16-bit"):
+        write_image(tmp_path / "out.png", np.zeros((16, 16)), like=tmp_path / "1bit.png")
+    save(tmp_path / "a.png", GRADIENT8)
+    with pytest.raises(ImageWriteError, match="expected the source's"):
+        write_image(tmp_path / "out.png", np.zeros((16, 16)), like=tmp_path / "a.png")
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_jpeg_is_re_encoded_with_the_sources_tables_mode_and_subsampling(tmp_path, mode):
+    picture = Image.fromarray(np.tile(SMOOTH8, (2, 2)), "L").convert(mode)
+    picture.save(tmp_path / "like.jpg", quality=60, subsampling="4:2:0")
+    array = read_image(tmp_path / "like.jpg")
+    kept = write_image(tmp_path / "kept.jpg", array, like=tmp_path / "like.jpg")
+    fixed = write_image(tmp_path / "fixed.jpg", array, like=tmp_path / "like.jpg", jpeg_quality=90)
+    with Image.open(tmp_path / "like.jpg") as like, Image.open(kept) as a, Image.open(fixed) as b:
+        assert a.mode == b.mode == like.mode
+        assert a.quantization == like.quantization and b.quantization != like.quantization
+        assert JpegImagePlugin.get_sampling(a) == JpegImagePlugin.get_sampling(like)
+    assert np.abs(read_image(kept) - array).max() < 0.03  # the same tables again: little more loss
