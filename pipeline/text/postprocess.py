@@ -10,6 +10,7 @@ import numpy as np
 
 from pipeline.text.boxes import TextBox
 from pipeline.text.config import TextConfig, TextDetectionError
+from pipeline.text.markers import find_markers, outermost, within
 
 
 def check_image(image: np.ndarray) -> np.ndarray:
@@ -26,8 +27,8 @@ def check_image(image: np.ndarray) -> np.ndarray:
 
 
 def finish_boxes(boxes: list[TextBox], image: np.ndarray, config: TextConfig) -> list[TextBox]:
-    """Merge lines, add the margin, clip to the image, drop small and too tall boxes, grow to plates; sorted
-    top to bottom, then left to right."""
+    """Merge lines, add the margin, clip to the image, drop small and too tall boxes, grow to plates, add the
+    circled markers (`config.markers`); sorted top to bottom, then left to right."""
     if config.merge_lines:
         boxes = merge_lines(boxes, config.merge_gap)
     height, width = image.shape
@@ -42,7 +43,20 @@ def finish_boxes(boxes: list[TextBox], image: np.ndarray, config: TextConfig) ->
         if config.grow_to_plates:
             box = grow_to_plate(image, box, config.plate_tolerance, config.plate_max_grow)
         out.append(box)
+    if config.markers:
+        out = with_markers(out, find_markers(image, level=config.marker_level, min_diameter=config.marker_min_diameter,
+                                             max_diameter=config.marker_max_diameter))
     return sorted(out, key=lambda b: (b.y0, b.x0))
+
+
+def with_markers(boxes: list[TextBox], markers: list[TextBox], inside: float = 0.7) -> list[TextBox]:
+    """`boxes` and `markers` together, one box per item: a box that lies mostly (a fraction `inside` of its
+    area) within a marker is that marker's letter and gives way to it; a marker that lies mostly within a
+    larger box is a round letter ("O", "D") of that word and gives way to the word."""
+    markers = outermost(markers, inside)
+    words = [box for box in boxes if not any(within(box, m, inside) for m in markers)]
+    letters = [m for m in markers if any(within(m, w, inside) and w.area > m.area for w in words)]
+    return words + [m for m in markers if m not in letters]
 
 
 def grow_to_plate(image: np.ndarray, box: TextBox, tolerance: float = 0.04, max_grow: float = 1.0,

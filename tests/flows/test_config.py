@@ -68,7 +68,7 @@ def test_shipped_configs_load(name):
 def test_the_audit_benchmark_config_is_the_demo_with_the_default_canvas():
     """configs/audit_synthetic.yaml must not drift from the demo: only the run folder and the CRAFT canvas differ."""
     demo, benchmark = (load_config(ROOT / "configs" / name) for name in ("demo.yaml", "audit_synthetic.yaml"))
-    assert demo.text.upscale == 2.0 and benchmark.text == TextConfig()
+    assert demo.text.upscale == 2.0 and benchmark.text == TextConfig(long_side=1024)
     with_the_demo_canvas = load_config(ROOT / "configs" / "audit_synthetic.yaml", run_dir=demo.run_dir, text=demo.text)
     assert with_the_demo_canvas == demo  # the text settings reach the cleaning configs too
 

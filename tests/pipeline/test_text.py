@@ -95,7 +95,8 @@ def test_maps_scored_once_give_boxes_for_many_configs(detector, scene):
     image, _, _, found = scene
     positive, negative = (detector.score([image], polarities=(p,))[0] for p in ("positive", "negative"))
     both = positive.combine(negative)  # what detect() does by default: the element-wise maximum
-    assert detector.config.both_polarities and both.region.shape == (208, 256)  # canvas 416×512
+    # canvas: the 224×288 film at 398×512, a 20-px mirrored border (edge_pad 0.04) on each side, padded to 32s
+    assert detector.config.both_polarities and both.region.shape == (448 // 2, 576 // 2)
     np.testing.assert_array_equal(both.region, np.maximum(positive.region, negative.region))
     assert [as_tuple(b) for b in both.boxes(detector.config)] == [as_tuple(b) for b in found]
     # Post-processing settings from the same maps: min_size drops the letter (~24 px), the word stays.
@@ -280,3 +281,16 @@ def test_tesseract_backend_reads_a_printed_word():
     boxes = TesseractDetector(TextConfig(backend="tesseract", long_side=None, max_height=1)).detect([page])[0]
     assert [b.text for b in boxes] == ["PORTABLE"]
     assert iou(as_tuple(truth), as_tuple(boxes[0])) >= 0.5
+
+
+def test_text_cut_by_the_film_edge_is_found_with_the_mirrored_border(detector):
+    clean = film()
+    height = clean.shape[0]
+    image, word = burn(clean, "SENTADO", 100, height - 12, 20)  # the lower 8 px of the letters are cut off
+    visible = (word.x0, word.y0, word.x1, min(word.y1, height))
+    with_mirror = detect_text(image, detector=detector)
+    without = detect_text(image, config=replace(TEST_TEXT, edge_pad=0.0))
+    assert coverage(visible, [as_tuple(b) for b in with_mirror]) >= 0.8, with_mirror
+    assert coverage(visible, [as_tuple(b) for b in without]) < 0.5, without
+    assert all(0 <= b.y0 < b.y1 <= height for b in with_mirror)  # boxes stay on the film
+    assert detect_text(clean, detector=detector) == []  # the mirror makes nothing out of a text-free edge
