@@ -95,7 +95,7 @@ def run(
     """The whole audit on a real COVIDx folder (PNG/JPG/DICOM)."""
     tests = {Path(name).stem.rsplit("_", 1)[0] if "_" in Path(name).stem else Path(name).stem: name
              for name in test_split}
-    _audit(config, run_dir=out, **{"data.root": data, "data.train_split": train_split, "data.test_splits": tests,
+    _audit(config, run_dir=out, **{"data.root": data.resolve(), "data.train_split": train_split, "data.test_splits": tests,
                                    "data.audit_split": next(iter(tests)), "runner.dask_workers": dask_workers,
                                    "runner.dask_address": dask_address})
 
@@ -155,14 +155,19 @@ def detect_text(
     images: Annotated[list[Path], typer.Argument(help="Radiographs (PNG, JPEG, DICOM) or folders of them.")],
     out: Annotated[Path, typer.Option(help="CSV of the boxes to write.")] = Path("detections.csv"),
     threshold: Annotated[float, typer.Option(min=0.01, max=1.0, help="CRAFT text threshold (paper: 0.7).")] = 0.7,
-    canvas: Annotated[int, typer.Option(min=64, help="Long side (px) the image is resized to for CRAFT: 1024 finds "
-                                                     "lone L/R markers; smaller is faster.")] = 1024,
+    canvas: Annotated[int, typer.Option(min=64, max=4096, help="Long side (px) the film is resized to for CRAFT: "
+                                        "640 for films of about 1000 px and more, 1024 for small films.")] = 640,
+    paper: Annotated[bool, typer.Option(help="The COVIDx++ paper's detector: CRAFT alone at 1024 px (no marker "
+                                             "finder, no mirrored border); --threshold still applies.")] = False,
 ) -> None:
-    """Find burned-in text with CRAFT (offline weights) and write one CSV row per image with its boxes."""
+    """Find burned-in text (CRAFT with offline weights, and circled markers) and write one CSV row per image."""
     from flows.single import detect_images
+    from pipeline.text import TextConfig
 
+    config = (TextConfig.paper(text_threshold=threshold) if paper
+              else TextConfig(text_threshold=threshold, long_side=canvas))
     try:
-        table = detect_images(images, out, threshold=threshold, canvas=canvas)
+        table = detect_images(images, out, config=config)
     except (OSError, ValueError) as error:
         raise _fail(error) from error
     found = int((table.n_boxes > 0).sum())

@@ -39,10 +39,10 @@ def image_files(items: Sequence[Path]) -> list[Path]:
     return files
 
 
-def detect_images(items: Sequence[Path], out: Path, *, threshold: float, canvas: int) -> pd.DataFrame:
-    """CRAFT boxes of every file → CSV `path, status, reason, n_boxes, boxes` (boxes: JSON, image pixels)."""
+def detect_images(items: Sequence[Path], out: Path, *, config: TextConfig) -> pd.DataFrame:
+    """Text boxes of every file → CSV `path, status, reason, n_boxes, boxes` (boxes: JSON, image pixels)."""
     rows = []
-    for found in detect_files(image_files(items), config=TextConfig(text_threshold=threshold, long_side=canvas)):
+    for found in detect_files(image_files(items), config=config):
         rows.append({"path": found.item, "status": "rejected" if found.error else "ok", "reason": found.error or "",
                      "n_boxes": len(found.boxes), "boxes": json.dumps([box.to_dict() for box in found.boxes])})
     table = pd.DataFrame(rows, columns=["path", "status", "reason", "n_boxes", "boxes"])

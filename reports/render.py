@@ -4,8 +4,9 @@ Everything comes from the files a run wrote (docs/run-directory.md), so an old r
 whose files are missing says "not run" (a run killed half way still renders). The HTML is self-contained:
 styles, a few lines of script that make tables sortable, and figures as base64 PNG data URIs.
 
-Privacy: the report shows aggregates, dataset filenames (gallery captions, rejects) and the run's config;
-it never shows the `patient_id` column of any table, and never reads image headers.
+Privacy: the report shows aggregates, dataset filenames (gallery captions, rejects, crops) and the run's config;
+it never shows the `patient_id` column of any table. It reads the pixels of a few source and COVIDx++ films
+for full-resolution crops (reports.crops); no image header field is shown or kept.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from pathlib import Path
 import jinja2
 import numpy as np
 import pandas as pd
-from matplotlib import image as mpimage
 
+from reports import crops
 from reports.figures import Panel, confusion_png, distribution_png, panels_png
 
 LOG = logging.getLogger(__name__)
@@ -32,8 +33,10 @@ LOG = logging.getLogger(__name__)
 ALPHA = 0.01  # McNemar p below this counts as a significant change
 SPLIT_ORDER = ("test", "test_decorrelated", "test_pp")
 HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
-N_PAIRS = 4  # COVIDx++ before/after pairs shown
-PAIR_SIDE = 256  # long side (pixels) of a before/after image in the report
+N_PAIRS = 4  # cleaned COVIDx++ films shown before/after
+N_BOXES = 3  # removed boxes per cleaned film shown at full resolution
+N_UNCHANGED = 4  # films where detection found nothing, shown by their corners and bottom strip
+N_REFUSED = 30  # rows of the refused-boxes table
 STAGE_TIMES = (("train A", "models/a_history.csv"), ("train B", "models/b_history.csv"),
                ("text detection", "text/detections.csv"), ("explain A", "explain/a/index.csv"),
                ("explain B", "explain/b/index.csv"))
@@ -74,10 +77,11 @@ class Table:
 
 @dataclass(frozen=True)
 class Image:
-    """A PNG figure (HTML only)."""
+    """A PNG figure (HTML only); `full_resolution`: shown at its own size, never scaled by the browser."""
 
     caption: str
     png: bytes
+    full_resolution: bool = False
     kind: str = "image"
 
     def data_uri(self) -> str:
@@ -333,18 +337,59 @@ def _section_audit_a(run: Run, summary: Mapping) -> Section:
     return section
 
 
-def _read_gray(path: Path) -> np.ndarray | None:
-    """A PNG/JPEG as (H, W) float in [0, 1], long side at most PAIR_SIDE; None when unreadable (e.g. DICOM)."""
-    try:
-        pixels = mpimage.imread(path)
-    except (OSError, ValueError, SyntaxError):
+def _refused_boxes(manifest: pd.DataFrame) -> Block:
+    """The boxes the text guard left in the films, with the reason (at most N_REFUSED rows)."""
+    if "refused_boxes" not in manifest:
+        return Text("Refused boxes: not recorded by this run (its manifest has no refused_boxes column).")
+    rows = [{"source": row.source, "status": row.status, **{k: box.get(k) for k in ("x0", "y0", "x1", "y1", "score")},
+             "reason": box.get("reason", "")}
+            for row in manifest.itertuples() for box in crops.parse_boxes(row.refused_boxes)]
+    if not rows:
+        return Text("No detected box was refused by the text guard.")
+    return _table(f"Boxes the text guard refused (left in the film): {min(len(rows), N_REFUSED)} shown of "
+                  f"{len(rows)}", pd.DataFrame(rows[:N_REFUSED]))
+
+
+def _shown(shown: crops.Shown, what: str) -> list[Block]:
+    blocks: list[Block] = [Image(item.caption, item.png, item.full_resolution) for item in shown.items]
+    if shown.skipped:
+        blocks.append(_table(f"{what}: films not shown", pd.DataFrame(shown.skipped, columns=["source", "why"])))
+    return blocks
+
+
+def _shares_by_source(run: Run, sources: pd.Series) -> dict[str, float] | None:
+    """A's text share of each manifest source (the audit names a film relative to its split folder)."""
+    audit = run.csv("audit/a.csv")
+    if audit is None or not {"filename", "text_share"} <= set(audit):
         return None
-    if np.issubdtype(pixels.dtype, np.integer):
-        pixels = pixels / np.iinfo(pixels.dtype).max
-    if pixels.ndim == 3:
-        pixels = pixels[..., :3].mean(axis=2)
-    step = max(1, math.ceil(max(pixels.shape) / PAIR_SIDE))
-    return pixels[::step, ::step].astype(np.float32)
+    share = audit.groupby(audit["filename"].astype(str))["text_share"].max()
+    found = {source: share.get(source, share.get(source.split("/", 1)[-1])) for source in sources.astype(str)}
+    return {source: float(value) for source, value in found.items() if value is not None and not pd.isna(value)}
+
+
+def _crops(run: Run, manifest: pd.DataFrame) -> list[Block]:
+    """Full-resolution crops of the removed text and of the corners of films where nothing was found."""
+    root, how = crops.source_root(run.root)
+    if not root.is_dir():
+        return [Text(f"Crops not shown: the source folder {root}, {how}, is not found on this machine.")]
+    blocks: list[Block] = [Text(f"Source films read from {root}, {how}; COVIDx++ films from the run's covidx_pp/. "
+                                "Crops are the films' own pixels (8-bit films as stored; 16-bit PNG and DICOM "
+                                "min–max stretched), never resampled.")]
+    cleaned = manifest[manifest["status"] == "cleaned"]
+    shown = crops.cleaned_crops(cleaned, root, run.root / "covidx_pp", N_PAIRS, N_BOXES)
+    blocks.append(Text(f"Removed text: {shown.films} of {len(cleaned)} cleaned films shown (largest masked area "
+                       f"first), each whole (downsampled) and then at full resolution around at most {N_BOXES} of its "
+                       "removed boxes (largest first)."))
+    blocks += _shown(shown, "Removed text")
+    shares = _shares_by_source(run, manifest["source"])
+    picked = crops.pick_unchanged(manifest, shares, N_UNCHANGED)
+    nothing = crops.pick_unchanged(manifest, None, len(manifest))
+    order = "highest text share of A first, then by name" if shares else "first by name"
+    blocks.append(Text(f"Films where detection found nothing: {len(picked)} of {len(nothing)} shown ({order}): the "
+                       "corners and the bottom strip, where burned-in text usually sits, at full resolution, so a "
+                       "reviewer can check that no text was missed."))
+    blocks += _shown(crops.unchanged_crops(picked, root), "Nothing detected")
+    return blocks
 
 
 def _section_covidx_pp(run: Run) -> Section:
@@ -353,6 +398,7 @@ def _section_covidx_pp(run: Run) -> Section:
     if manifest is None:
         section.missing.append("covidx_pp/manifest.csv")
         return section
+    manifest["source"] = manifest["source"].fillna("").astype(str)
     counts = manifest["status"].value_counts().reindex(["cleaned", "unchanged", "rejected"], fill_value=0)
     section.blocks.append(_table("Images per status", counts.rename("images").reset_index()))
     cleaned = manifest[manifest["status"] == "cleaned"]
@@ -362,18 +408,8 @@ def _section_covidx_pp(run: Run) -> Section:
     section.blocks.append(_table("Masked area of the cleaned images (fraction of the image)", area))
     rejected = manifest[manifest["status"] == "rejected"][["source", "reason"]]
     section.blocks.append(_table("Rejected images", rejected) if len(rejected) else Text("No image was rejected."))
-    shown = 0
-    for row in cleaned.sort_values("masked_fraction", ascending=False).itertuples():
-        before, after = _read_gray(run.root / "data" / row.source), _read_gray(run.root / "covidx_pp" / row.output)
-        if before is None or after is None or shown == N_PAIRS:
-            continue
-        title = f"{row.source}: {_number(row.masked_fraction)} of the image masked"
-        section.blocks.append(Image(title, panels_png([Panel("before", before), Panel("after (COVIDx++)", after)],
-                                                      title)))
-        shown += 1
-    if not shown:
-        section.blocks.append(Text("Before/after pairs: the source images are outside the run directory (or not "
-                                   "PNG/JPEG); section 3's gallery shows image and inpainted side by side."))
+    section.blocks.append(_refused_boxes(manifest))
+    section.blocks.extend(_crops(run, manifest))
     return section
 
 

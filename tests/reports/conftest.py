@@ -99,6 +99,10 @@ def _compare(root: Path) -> None:
                                                                          "count"]))
 
 
+BOX = {"x0": 2, "y0": 2, "x1": 20, "y1": 8, "score": 0.9}  # the burned-in "text" of the cleaned films
+REFUSED = {"x0": 24, "y0": 20, "x1": 34, "y1": 26, "score": 0.6, "reason": "not text-like: stroke contrast 0.010"}
+
+
 def _images(root: Path) -> None:
     """Two cleaned PNG images with their sources under data/, one unchanged, one rejected DICOM."""
     rows = []
@@ -110,12 +114,16 @@ def _images(root: Path) -> None:
         for base, pixels in (("data", before), ("covidx_pp", after)):
             (root / base / name).parent.mkdir(parents=True, exist_ok=True)
             mpimage.imsave(root / base / name, pixels, cmap="gray", vmin=0, vmax=1)
-        rows.append((name, name, "test_COVIDx9A.txt", "cleaned", "", "[]", "[]", 100, fraction))
-    rows.append(("test/plain.png", "test/plain.png", "test_COVIDx9A.txt", "unchanged", "", "[]", "[]", 0, 0.0))
+        refused = json.dumps([REFUSED] if i == 1 else [])
+        rows.append((name, name, "test_COVIDx9A.txt", "cleaned", "", json.dumps([BOX]), "[]", refused, 100, fraction))
+    plain = np.tile(np.linspace(0, 1, 40, dtype=np.float32), (30, 1))
+    for base in ("data", "covidx_pp"):
+        mpimage.imsave(root / base / "test" / "plain.png", plain, cmap="gray", vmin=0, vmax=1)
+    rows.append(("test/plain.png", "test/plain.png", "test_COVIDx9A.txt", "unchanged", "", "[]", "[]", "[]", 0, 0.0))
     rows.append(("test/broken.dcm", "", "test_COVIDx9A.txt", "rejected", "InvalidDicomError: truncated", "[]", "[]",
-                 0, 0.0))
+                 "[]", 0, 0.0))
     manifest = pd.DataFrame(rows, columns=["source", "output", "split_files", "status", "reason", "boxes",
-                                           "kept_boxes", "masked_pixels", "masked_fraction"])
+                                           "kept_boxes", "refused_boxes", "masked_pixels", "masked_fraction"])
     manifest[["source_sha256", "output_sha256", "config_digest"]] = "0" * 8
     _csv(root, "covidx_pp/manifest.csv", manifest)
     _csv(root, "covidx_pp/rejected.csv", manifest[manifest["status"] == "rejected"])
