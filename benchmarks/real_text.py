@@ -56,14 +56,15 @@ TRUTH_MARGIN = 3
 SETTINGS: dict[str, TextConfig] = {
     "paper": TextConfig.paper(),
     "default": TextConfig(),
-    "craft-1024+markers": TextConfig(long_side=1024),
-    "craft-768+markers": TextConfig(long_side=768),
-    "craft-640+markers": TextConfig(long_side=640),
-    "craft-640+markers+margin": TextConfig(long_side=640, margin=0.15),
-    "craft-512+markers": TextConfig(long_side=512),
-    "craft-640+markers-no-mirror": TextConfig(long_side=640, edge_pad=0.0),
-    "both-polarities-640+markers": TextConfig(long_side=640, both_polarities=True),
+    "default, canvas 1024": TextConfig(long_side=1024),
+    "default, canvas 512": TextConfig(long_side=512),
+    "default, no mirrored border": TextConfig(edge_pad=0.0),
+    "default, no marker finder": TextConfig(markers=False),
+    "default, both polarities": TextConfig(both_polarities=True),
 }
+# The settings of a plain run (each distinct canvas costs a CRAFT pass per film).
+RUN = ("paper", "default", "default, canvas 512", "default, no mirrored border", "default, no marker finder",
+       "default, both polarities")
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ def run_setting(config: TextConfig, films: list[str], images: Path, items: dict[
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=Path, default=None, help="folder of the Actualmed films")
-    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of {list(SETTINGS)}")
+    parser.add_argument("--settings", default=";".join(RUN), help=f"';'-separated, of {list(SETTINGS)}")
     parser.add_argument("--parts", default="test,tune")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="3 films of each part, the default setting only")
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     parts, items = load_annotations()
-    names = args.settings.split(",") if not args.quick else ["default"]
+    names = args.settings.split(";") if not args.quick else ["default"]
     started = time.perf_counter()
     sections = []
     cache = ScoreCache()

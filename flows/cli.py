@@ -95,9 +95,9 @@ def run(
     """The whole audit on a real COVIDx folder (PNG/JPG/DICOM)."""
     tests = {Path(name).stem.rsplit("_", 1)[0] if "_" in Path(name).stem else Path(name).stem: name
              for name in test_split}
-    _audit(config, run_dir=out, **{"data.root": data.resolve(), "data.train_split": train_split, "data.test_splits": tests,
-                                   "data.audit_split": next(iter(tests)), "runner.dask_workers": dask_workers,
-                                   "runner.dask_address": dask_address})
+    _audit(config, run_dir=out, **{"data.root": data.resolve(), "data.train_split": train_split,
+                                   "data.test_splits": tests, "data.audit_split": next(iter(tests)),
+                                   "runner.dask_workers": dask_workers, "runner.dask_address": dask_address})
 
 
 @app.command()
