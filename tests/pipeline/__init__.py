@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import cv2
 import numpy as np
 
 from datasets.synthetic import TextBox as TrueBox
 from datasets.synthetic import chest_radiograph
 from pipeline.text import TextConfig
+
+# Real Actualmed films (not in the repository): $CXR_AUDIT_REAL_FILMS or the shared/real folder beside the
+# checkout; tests that need them skip where neither exists. Their hand-made boxes: benchmarks/annotations/.
+ROOT = Path(__file__).resolve().parents[2]
+REAL_FILMS = Path(os.environ.get("CXR_AUDIT_REAL_FILMS") or ROOT.parent / "shared" / "real" / "actualmed" / "images")
+ANNOTATIONS = ROOT / "benchmarks" / "annotations"
 
 # Small images and a 512-pixel canvas keep one CRAFT pass near a second on one CPU thread; the text
 # below is 18–24 px high on the film (32–43 px on the canvas), where CRAFT is reliable. Both polarities

@@ -5,7 +5,6 @@ test_clean.py."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,10 +14,8 @@ from datasets.images import read_image
 from pipeline.clean import psnr
 from pipeline.inpaint import METHODS, inpaint, is_text_like, overlay_mask, text_likeness, texture_ratio
 from pipeline.text import TextBox, box_mask
-from tests.pipeline import burn
+from tests.pipeline import REAL_FILMS, burn
 
-ROOT = Path(__file__).resolve().parents[2]
-REAL = Path(os.environ.get("CXR_AUDIT_REAL_FILMS") or ROOT.parent / "shared" / "real" / "actualmed" / "images")
 # Tuning films (index in the sorted folder, even sha256 parity of the name) and regions drawn on them by hand.
 FILM_D_ON_BONE, FILM_SPINE, FILM_TUBES = 6, 3, 6
 MARKER_D = (96, 97, 157, 158)  # the circled "D" of film 6 (the ring's outer edge, as a marker box)
@@ -58,9 +55,9 @@ def marker_box(centre: tuple[int, int], radius: int) -> TextBox:
 
 
 def real_film(index: int) -> np.ndarray:
-    if not REAL.is_dir():
-        pytest.skip(f"{REAL}: real films not here")
-    return read_image(REAL / sorted(os.listdir(REAL))[index])
+    if not REAL_FILMS.is_dir():
+        pytest.skip(f"{REAL_FILMS}: real films not here")
+    return read_image(REAL_FILMS / sorted(os.listdir(REAL_FILMS))[index])
 
 
 def text_on_film(seed: int = 0) -> tuple[np.ndarray, np.ndarray, TextBox]:

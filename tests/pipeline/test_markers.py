@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,9 +12,7 @@ from datasets.images import read_image
 from pipeline.text import TextBox, TextConfig, coverage
 from pipeline.text.markers import find_markers
 from pipeline.text.postprocess import with_markers
-
-ROOT = Path(__file__).resolve().parents[2]
-REAL = Path(os.environ.get("CXR_AUDIT_REAL_FILMS") or ROOT.parent / "shared" / "real" / "actualmed" / "images")
+from tests.pipeline import ANNOTATIONS, REAL_FILMS
 
 
 def textured_film(size: int = 1024, seed: int = 0) -> np.ndarray:
@@ -92,19 +88,19 @@ def test_the_marker_finder_is_part_of_detection_unless_switched_off():
 
 
 def tuning_films() -> list[str]:
-    with (ROOT / "benchmarks" / "annotations" / "actualmed_films.csv").open(encoding="utf-8") as handle:
+    with (ANNOTATIONS / "actualmed_films.csv").open(encoding="utf-8") as handle:
         return [row["image"] for row in csv.DictReader(handle) if row["part"] == "tune"]
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason="the real Actualmed films are not beside the checkout")
+@pytest.mark.skipif(not REAL_FILMS.is_dir(), reason="the real Actualmed films are not beside the checkout")
 def test_real_circled_markers_are_found_where_annotated():
-    with (ROOT / "benchmarks" / "annotations" / "actualmed_boxes.csv").open(encoding="utf-8") as handle:
+    with (ANNOTATIONS / "actualmed_boxes.csv").open(encoding="utf-8") as handle:
         rows = [row for row in csv.DictReader(handle) if row["kind"] == "circled_marker"]
     films = set(tuning_films())
     rows = [row for row in rows if row["image"] in films][:6]
     assert rows, "no annotated circled marker on the tuning films"
     for row in rows:
-        image = read_image(REAL / row["image"])
+        image = read_image(REAL_FILMS / row["image"])
         truth = tuple(int(row[key]) for key in ("x0", "y0", "x1", "y1"))
         boxes = find_markers(image)
         assert coverage(truth, [(b.x0, b.y0, b.x1, b.y1) for b in boxes]) >= 0.9, row["image"]
