@@ -122,6 +122,7 @@ class Tally:
     right: int = 0
     refound: int = 0
     seconds: list[float] | None = None
+    missed: list[str] | None = None
 
     def recall(self, key: str) -> str:
         if not self.items[key]:
@@ -155,7 +156,7 @@ class ScoreCache:
 def run_setting(config: TextConfig, films: list[str], images: Path, items: dict[str, list[Item]],
                 cache: ScoreCache, redetect: bool) -> Tally:
     margin = CleanConfig().dilate
-    tally = Tally(Counter(), Counter(), seconds=[])
+    tally = Tally(Counter(), Counter(), seconds=[], missed=[])
     for name in films:
         image = read_image(images / name)
         maps, seconds = cache.get(name, image, config)
@@ -167,6 +168,8 @@ def run_setting(config: TextConfig, films: list[str], images: Path, items: dict[
             for key in (item.kind, "all", *(("edge_cut",) if item.edge_cut else ())):
                 tally.items[key] += 1
                 tally.found[key] += hit
+            if not hit:
+                tally.missed.append(f"{name}: {item.kind} {item.box}{', cut by the edge' if item.edge_cut else ''}")
         tally.boxes += len(boxes)
         tally.right += sum(right_boxes(truth, boxes))
         if redetect and boxes:
@@ -196,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = ScoreCache()
     for part in args.parts.split(","):
         films = sorted(name for name, p in parts.items() if p == part)[: 3 if args.quick else None]
-        rows = []
+        rows, misses = [], []
         for name in names:
             tally = run_setting(SETTINGS[name], films, images, items, cache, redetect=name == "default")
             precision = f"{tally.right / tally.boxes:.2f} ({tally.right}/{tally.boxes})" if tally.boxes else "–"
@@ -205,10 +208,14 @@ def main(argv: list[str] | None = None) -> int:
             rows.append([name, *(tally.recall(k) for k in (*KINDS, "edge_cut", "all")), precision,
                          f"{statistics.median(tally.seconds):.2f}", refound])
             print(part, rows[-1], flush=True)
+            if name == "default":
+                misses = tally.missed
         header = ["setting", *KINDS, "cut by the edge", "all items", "precision", "s/image (median)",
                   "re-found after cleaning"]
         count = sum(len(items[f]) for f in films)
-        sections.append(f"## {part} films ({len(films)} films, {count} items)\n\n" + table(rows, header))
+        missed = "\n".join(f"- {line}" for line in misses) or "- none"
+        sections.append(f"## {part} films ({len(films)} films, {count} items)\n\n" + table(rows, header)
+                        + "\n\nItems the default setting missed:\n\n" + missed)
     total = time.perf_counter() - started
     text = (
         "# Text detection on real radiographs (Actualmed CR films, boxes annotated by eye)\n\n"
