@@ -31,8 +31,8 @@ Window = tuple[int, int, int, int]  # x0, y0, x1, y1: columns [x0, x1), rows [y0
 MIN_MARGIN = 24  # px of context on each side of a removed box, at least
 MAX_MARGIN = 160  # px of context on each side, at most (the margin is otherwise the box's size)
 CORNER = 0.12  # side of a corner square, as a fraction of the film's long side
-STRIP = 0.08  # height of the bottom strip, as a fraction of the film's height
-STRIP_WIDTH = 1024  # widest bottom strip shown at full resolution (px); wider ones are subsampled
+STRIP = 0.08  # height of the top and bottom strips, as a fraction of the film's height
+STRIP_WIDTH = 1024  # widest strip shown at full resolution (px); wider ones are subsampled
 OVERVIEW_SIDE = 256  # long side (px) of the downsampled whole-film overview
 ZOOM_SIDE = 192  # crops with a smaller long side are enlarged (whole factor, nearest neighbour) ...
 MAX_ZOOM = 4  # ... by at most this factor
@@ -224,10 +224,11 @@ def corner_windows(shape: tuple[int, int], fraction: float = CORNER) -> dict[str
                                                                              height)}
 
 
-def bottom_window(shape: tuple[int, int], fraction: float = STRIP) -> Window:
-    """The full-width strip of the bottom `fraction` of a film (H, W)."""
+def edge_window(shape: tuple[int, int], edge: str, fraction: float = STRIP) -> Window:
+    """The full-width strip of the top or bottom (`edge`) `fraction` of a film (H, W)."""
     height, width = shape
-    return 0, height - max(1, round(fraction * height)), width, height
+    rows = max(1, round(fraction * height))
+    return (0, 0, width, rows) if edge == "top" else (0, height - rows, width, height)
 
 
 def rgb(gray: np.ndarray) -> np.ndarray:
@@ -332,10 +333,10 @@ def corners(film: Film) -> tuple[np.ndarray, int, int]:
     return grid, side, factor
 
 
-def bottom_strip(film: Film, widest: int = STRIP_WIDTH) -> tuple[np.ndarray, str]:
-    """The bottom strip at full resolution (enlarged when narrow), or every `step`-th pixel when wider than
-    `widest`; returns the (h, w) uint8 picture and its scale in words."""
-    window = bottom_window(film.shape)
+def edge_strip(film: Film, edge: str, widest: int = STRIP_WIDTH) -> tuple[np.ndarray, str]:
+    """The top or bottom (`edge`) strip at full resolution (enlarged when narrow), or every `step`-th pixel
+    when wider than `widest`; returns the (h, w) uint8 picture and its scale in words."""
+    window = edge_window(film.shape, edge)
     step = max(1, math.ceil(film.shape[1] / widest))
     if step > 1:
         return film.display(window, step), f"{_step_note(step)} (downsampled to fit)"
@@ -412,7 +413,8 @@ def pick_unchanged(manifest: pd.DataFrame, shares: Mapping[str, float] | None, n
 
 
 def unchanged_crops(films: pd.DataFrame, root: Path) -> Shown:
-    """Full-resolution corner squares and the bottom strip of each film (where burned-in text usually sits)."""
+    """Full-resolution corner squares and the top and bottom strips of each film (where burned-in text
+    usually sits)."""
     items: list[Crop] = []
     skipped: list[tuple[str, str]] = []
     for _, row in films.iterrows():
@@ -429,8 +431,9 @@ def unchanged_crops(films: pd.DataFrame, root: Path) -> Shown:
         items.append(Crop(f"{row['source']} ({width}×{height} px), no text detected: the four corners "
                           f"({side}×{side} px each, placed as on the film), {_zoom_note(factor)}; check that no "
                           "text was missed", png(picture)))
-        strip, scale = bottom_strip(film)
-        rows = bottom_window(film.shape)
-        items.append(Crop(f"{row['source']}, no text detected: the bottom {rows[3] - rows[1]} px, full width, "
-                          f"{scale}", png(strip), full_resolution="downsampled" not in scale))
-    return Shown(items, len(items) // 2, skipped)
+        for edge in ("top", "bottom"):
+            strip, scale = edge_strip(film, edge)
+            rows = edge_window(film.shape, edge)
+            items.append(Crop(f"{row['source']}, no text detected: the {edge} {rows[3] - rows[1]} px, full width, "
+                              f"{scale}", png(strip), full_resolution="downsampled" not in scale))
+    return Shown(items, len(items) // 3, skipped)

@@ -39,7 +39,9 @@ def finish_boxes(boxes: list[TextBox], image: np.ndarray, config: TextConfig) ->
         x1, y1 = min(width, math.ceil(box.x1 + pad)), min(height, math.ceil(box.y1 + pad))
         if x1 <= x0 or y1 <= y0 or max(x1 - x0, y1 - y0) < config.min_size or y1 - y0 > config.max_height * height:
             continue
-        box = replace(box, x0=x0, y0=y0, x1=x1, y1=y1)
+        polygon = None if box.polygon is None else tuple(
+            (min(max(x, 0.0), float(width)), min(max(y, 0.0), float(height))) for x, y in box.polygon)
+        box = replace(box, x0=x0, y0=y0, x1=x1, y1=y1, polygon=polygon)  # clipped to the film
         if config.grow_to_plates:
             box = grow_to_plate(image, box, config.plate_tolerance, config.plate_max_grow)
         out.append(box)

@@ -292,5 +292,6 @@ def test_text_cut_by_the_film_edge_is_found_with_the_mirrored_border(detector):
     without = detect_text(image, config=replace(TEST_TEXT, edge_pad=0.0))
     assert coverage(visible, [as_tuple(b) for b in with_mirror]) >= 0.8, with_mirror
     assert coverage(visible, [as_tuple(b) for b in without]) < 0.5, without
-    assert all(0 <= b.y0 < b.y1 <= height for b in with_mirror)  # boxes stay on the film
+    assert all(0 <= b.y0 < b.y1 <= height for b in with_mirror)  # boxes stay on the film, and so do polygons
+    assert all(0 <= y <= height for b in with_mirror if b.polygon for _, y in b.polygon)
     assert detect_text(clean, detector=detector) == []  # the mirror makes nothing out of a text-free edge

@@ -119,7 +119,7 @@ def test_a_real_run_shows_the_removed_text_at_full_resolution(real_run: Path) ->
     assert "not text-like: stroke contrast 0.012" in html and "1 shown of 1" in html
 
 
-def test_a_film_where_nothing_was_detected_gets_its_corners_and_bottom_strip(real_run: Path) -> None:
+def test_a_film_where_nothing_was_detected_gets_its_corners_and_edge_strips(real_run: Path) -> None:
     figures = Figures(reports.render(real_run).read_text(encoding="utf-8"))
     plain = np.asarray(PILImage.open(real_run.parent / "covidx" / "test" / "plain.png"))
     grid = figure(figures, "test/plain.png (80×60 px), no text detected: the four corners")
@@ -131,9 +131,12 @@ def test_a_film_where_nothing_was_detected_gets_its_corners_and_bottom_strip(rea
     assert (grid[:near:factor, far::factor] == plain[:side, -side:]).all()
     assert (grid[far::factor, :near:factor] == plain[-side:, :side]).all()
     assert (grid[far::factor, far::factor] == plain[-side:, -side:]).all()
-    strip = figure(figures, "test/plain.png, no text detected: the bottom")
     factor = crops.zoom_factor((5, WIDTH))
-    assert (strip == plain[-round(crops.STRIP * HEIGHT):].repeat(factor, 0).repeat(factor, 1)).all()
+    rows = round(crops.STRIP * HEIGHT)
+    strip = figure(figures, "test/plain.png, no text detected: the bottom")
+    assert (strip == plain[-rows:].repeat(factor, 0).repeat(factor, 1)).all()
+    strip = figure(figures, "test/plain.png, no text detected: the top")
+    assert (strip == plain[:rows].repeat(factor, 0).repeat(factor, 1)).all()
 
 
 def test_a_missing_source_is_explained_not_raised(real_run: Path) -> None:
@@ -259,7 +262,7 @@ def test_source_root_follows_config_yaml(tmp_path: Path) -> None:
 
 def test_a_wide_bottom_strip_is_subsampled_to_fit() -> None:
     wide = crops.Film(np.arange(50 * 300).reshape(50, 300) % 256, 0.0, 255.0, "png8")
-    strip, scale = crops.bottom_strip(wide, widest=100)
+    strip, scale = crops.edge_strip(wide, "bottom", widest=100)
     assert "1 pixel in 3" in scale and (strip == wide.pixels[46::3, ::3]).all()
 
 

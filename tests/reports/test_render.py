@@ -62,8 +62,8 @@ def test_every_section_is_present_and_every_image_is_embedded(rendered: Path) ->
     assert page.headings == [f"{i}. {title}" for i, title in enumerate(TITLES, 1)]
     assert not page.external, "the report must open from disk without fetching anything"
     # figures: 2 confusion (A) + 2 share plots + 2 gallery rows + 2 COVIDx++ films (overview + 1 box crop each)
-    # + 1 film with nothing detected (corners, bottom strip) + 2 confusion (B) + 1 re-audit
-    assert len(page.images) == 15
+    # + 1 film with nothing detected (corners, top and bottom strips) + 2 confusion (B) + 1 re-audit
+    assert len(page.images) == 16
     for source in page.images:
         assert source.startswith("data:image/png;base64,")
         assert base64.b64decode(source.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
