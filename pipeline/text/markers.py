@@ -15,6 +15,9 @@ finder looks for the disc itself:
 4. and that stand out from the film: the ring just outside the disc is mostly of the opposite polarity
    (a drawn ring) or the disc is saturated against a film that is not (`RING_CONTRAST`).
 
+A marker that the film's edge cuts through has no closed outline; it is found as a circle (Hough
+transform) that the edge cuts, mostly drawn where it lies on the film, with a letter inside.
+
 The box covers the disc and its ring, so inpainting removes the marker whole.
 """
 
@@ -42,6 +45,11 @@ RING_CONTRAST = 0.6
 # letter inside is at least this fraction of the hole's size (an ECG electrode's snap is smaller).
 RING_HOLE = 0.45
 LETTER_SIZE = 0.3
+# A marker cut by the film's edge: at least this much of its circle on the film, most of that drawn, and
+# a letter inside (the dark fraction of the inner 75 % of the circle between these bounds).
+EDGE_VISIBLE = 0.6
+EDGE_RING = 0.85
+EDGE_LETTER = (0.05, 0.97)
 
 
 def find_markers(image: np.ndarray, *, level: float = 0.15, min_diameter: float = 0.01,
@@ -58,6 +66,7 @@ def find_markers(image: np.ndarray, *, level: float = 0.15, min_diameter: float 
     found: list[TextBox] = []
     for film in (image, 1 - image):
         found.extend(_discs(film, level, sizes))
+        found.extend(_cut_by_the_edge(film, level, sizes))
     return sorted(outermost(found), key=lambda b: (b.y0, b.x0))
 
 
@@ -107,6 +116,40 @@ def _discs(film: np.ndarray, level: float, sizes: tuple[float, float]) -> list[T
         if score >= RING_CONTRAST:
             out.append(TextBox(max(0, x - ring_width), max(0, y - ring_width), min(width, x + w + ring_width),
                                min(height, y + h + ring_width), round(score, 4)))
+    return out
+
+
+def _cut_by_the_edge(film: np.ndarray, level: float, sizes: tuple[float, float]) -> list[TextBox]:
+    """Markers drawn dark in `film` (H, W) in [0, 1] that the film's edge cuts through: their region is open,
+    so step 2 cannot see a disc; circles are found by OpenCV's Hough transform instead and kept when at
+    least `EDGE_VISIBLE` of the circle lies on the film, `EDGE_RING` of that visible circle is dark, and the
+    inside holds a letter (between `EDGE_LETTER` of it dark: a ring with a letter, or a disc with one cut out).
+    """
+    dark = film <= level
+    height, width = film.shape
+    circles = cv2.HoughCircles((dark * 255).astype(np.uint8), cv2.HOUGH_GRADIENT_ALT, dp=1.5, minDist=sizes[0],
+                               param1=300, param2=0.7, minRadius=max(1, int(sizes[0] / 2)),
+                               maxRadius=math.ceil(sizes[1] / 2))
+    out = []
+    for x, y, r in ([] if circles is None else circles[0]):
+        if min(x, y, width - x, height - y) >= r:
+            continue  # whole: step 2's business
+        angles = np.linspace(0, 2 * math.pi, 72, endpoint=False)
+        cols, rows = np.rint(x + r * np.cos(angles)).astype(int), np.rint(y + r * np.sin(angles)).astype(int)
+        on_film = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
+        if on_film.mean() < EDGE_VISIBLE:
+            continue
+        ring = cv2.dilate(dark.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # a pixel's slack
+        if ring[rows[on_film], cols[on_film]].mean() < EDGE_RING:
+            continue
+        yy, xx = np.ogrid[:height, :width]
+        inside = (xx - x) ** 2 + (yy - y) ** 2 <= (0.75 * r) ** 2
+        if not EDGE_LETTER[0] <= dark[inside].mean() <= EDGE_LETTER[1]:
+            continue
+        # A disc's ring lies outside it; a ring's circle is its centre line, plus its soft edge.
+        grow = max(2, round(0.3 * r)) if dark[inside].mean() > 0.5 else 3
+        out.append(TextBox(max(0, math.floor(x - r - grow)), max(0, math.floor(y - r - grow)),
+                           min(width, math.ceil(x + r + grow)), min(height, math.ceil(y + r + grow)), 1.0))
     return out
 
 

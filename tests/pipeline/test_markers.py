@@ -50,6 +50,28 @@ def test_a_drawn_marker_is_found_whole(style, letter):
     assert boxes[0].area < 2.5 * (2 * 27) ** 2  # the marker, not a region around it
 
 
+@pytest.mark.parametrize("style", ["disc", "ring"])
+@pytest.mark.parametrize("edge", ["top", "left", "right", "bottom"])
+def test_a_marker_cut_by_the_film_edge_is_found(style, edge):
+    film = textured_film()
+    centre = {"top": (500, 20), "left": (20, 500), "right": (1003, 500), "bottom": (500, 1003)}[edge]
+    draw_marker(film, centre, 24, "I", style)  # the ring reaches 4-6 px past the film's edge
+    boxes = find_markers(film)
+    assert len(boxes) == 1, boxes
+    marker = (max(0, centre[0] - 26), max(0, centre[1] - 26), min(1024, centre[0] + 27), min(1024, centre[1] + 27))
+    assert coverage(marker, [(b.x0, b.y0, b.x1, b.y1) for b in boxes]) == 1.0
+    assert boxes[0].area < 2.5 * (2 * 27) ** 2
+
+
+def test_a_circle_cut_by_the_edge_without_a_letter_is_not_a_marker():
+    film = textured_film()
+    drawn = np.zeros(film.shape, np.uint8)
+    cv2.circle(drawn, (500, 15), 24, 255, thickness=3)  # an empty ring (a coin, an electrode) at the edge
+    cv2.circle(drawn, (15, 500), 24, 255, thickness=cv2.FILLED)  # a plain disc at the edge
+    film[drawn > 0] = 1.0
+    assert find_markers(film) == []
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_nothing_is_found_on_a_film_without_markers(seed):
     assert find_markers(textured_film(seed=seed)) == []
