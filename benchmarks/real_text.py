@@ -51,6 +51,7 @@ KINDS = ("circled_marker", "lone_letter", "word", "line")
 FOUND_COVERAGE = 0.8
 RIGHT_OVERLAP = 0.3
 TRUTH_MARGIN = 3
+NOTES = "## Notes"  # a section written by hand below the generated tables; kept when the script runs again
 
 # The settings compared: name → TextConfig. "paper" is the COVIDx++ paper's detector (CRAFT, threshold 0.7).
 SETTINGS: dict[str, TextConfig] = {
@@ -228,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         + settings_table(names) + "\n\n" + "\n\n".join(sections) + "\n"
     )
     print(text)
-    write_text(args.output, text)
+    old = args.output.read_text(encoding="utf-8") if args.output.is_file() else ""
+    notes = old[old.index(NOTES):] if NOTES in old else ""
+    write_text(args.output, text + ("\n" + notes if notes else ""))
     return 0
 
 
