@@ -10,10 +10,12 @@ finder looks for the disc itself:
 2. keep the connected regions whose outer contour is a circle (4πA/P² ≥ `CIRCULARITY`) or a filled
    square (area ≥ `SQUARE_FILL` of its bounding box), about as wide as high, whose diameter is a
    fraction `marker_min_diameter` to `marker_max_diameter` of the film's long side;
-3. that have a letter inside: holes (pixels of the other polarity enclosed by the disc) covering
-   `HOLE_FRACTION` of the disc, in at most `MAX_HOLES` pieces;
-4. and that stand out from the film: the ring just outside the disc is mostly of the opposite polarity
-   (a drawn ring) or the disc is saturated against a film that is not (`RING_CONTRAST`).
+3. that have a letter inside, either cut out of a filled disc (holes of the other polarity covering
+   `HOLE_FRACTION` of the disc, in at most `MAX_HOLES` pieces) or drawn inside a ring (one hole of at
+   least `RING_HOLE` of the region, holding another region at least `LETTER_SIZE` of its size);
+4. and, for a filled disc, that stand out from the film: in most directions the band just outside the
+   disc holds a pixel of the opposite polarity (a drawn ring, or a dark disc on a film that is not dark
+   there; `RING_CONTRAST`).
 
 A marker that the film's edge cuts through has no closed outline; it is found as a circle (Hough
 transform) that the edge cuts, mostly drawn where it lies on the film, with a letter inside.
