@@ -59,13 +59,14 @@ SETTINGS: dict[str, TextConfig] = {
     "default": TextConfig(),
     "default, canvas 1024": TextConfig(long_side=1024),
     "default, canvas 512": TextConfig(long_side=512),
+    "default, canvas 640": TextConfig(long_side=640),
     "default, no mirrored border": TextConfig(edge_pad=0.0),
     "default, no marker finder": TextConfig(markers=False),
     "default, both polarities": TextConfig(both_polarities=True),
 }
 # The settings of a plain run (each distinct canvas costs a CRAFT pass per film).
-RUN = ("paper", "default", "default, canvas 512", "default, no mirrored border", "default, no marker finder",
-       "default, both polarities")
+RUN = ("paper", "default", "default, canvas 512", "default, canvas 640", "default, no mirrored border",
+       "default, no marker finder", "default, both polarities")
 
 
 @dataclass(frozen=True)

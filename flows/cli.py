@@ -156,7 +156,7 @@ def detect_text(
     out: Annotated[Path, typer.Option(help="CSV of the boxes to write.")] = Path("detections.csv"),
     threshold: Annotated[float, typer.Option(min=0.01, max=1.0, help="CRAFT text threshold (paper: 0.7).")] = 0.7,
     canvas: Annotated[int, typer.Option(min=64, max=4096, help="Long side (px) the film is resized to for CRAFT: "
-                                        "640 for films of about 1000 px and more, 1024 for small films.")] = 640,
+                                        "576 for films of about 1000 px and more, 1024 for small films.")] = 576,
     paper: Annotated[bool, typer.Option(help="The COVIDx++ paper's detector: CRAFT alone at 1024 px (no marker "
                                              "finder, no mirrored border); --threshold still applies.")] = False,
 ) -> None:

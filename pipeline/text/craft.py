@@ -160,16 +160,18 @@ class ScoreMaps:
 
 def _canvas(image: np.ndarray, long_side: int | None, edge_pad: float = 0.0) -> tuple[np.ndarray, float, float, int]:
     """RGB float32 canvas (multiple of 32 on each side, zero padded), the x/y scale image → canvas, and the
-    canvas pixels of mirrored film added on every side (`edge_pad` × the resized long side): text cut by
-    the film's edge, completed by its mirror image, looks like text to CRAFT."""
+    canvas pixels of mirrored film on every side: text cut by the film's edge, completed by its mirror
+    image, looks like text to CRAFT. The border (`edge_pad` × the canvas long side) is part of the
+    `long_side`: the film is resized to fill the rest, so the border costs resolution, not network time."""
     height, width = image.shape
-    ratio = 1.0 if long_side is None else long_side / max(height, width)
+    pad = round(edge_pad * (long_side or max(height, width)))
+    ratio = 1.0 if long_side is None else max(1, long_side - 2 * pad) / max(height, width)
     new_w, new_h = max(1, round(width * ratio)), max(1, round(height * ratio))
     gray = np.clip(image * 255, 0, 255).astype(np.float32)
     if (new_w, new_h) != (width, height):
         interpolation = cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR
         gray = cv2.resize(gray, (new_w, new_h), interpolation=interpolation)
-    pad = min(round(edge_pad * max(new_w, new_h)), new_w - 1, new_h - 1)
+    pad = min(pad, new_w - 1, new_h - 1)
     if pad > 0:
         gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REFLECT)
     padded_h, padded_w = gray.shape

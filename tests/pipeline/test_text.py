@@ -95,8 +95,9 @@ def test_maps_scored_once_give_boxes_for_many_configs(detector, scene):
     image, _, _, found = scene
     positive, negative = (detector.score([image], polarities=(p,))[0] for p in ("positive", "negative"))
     both = positive.combine(negative)  # what detect() does by default: the element-wise maximum
-    # canvas: the 224×288 film at 398×512, a 20-px mirrored border (edge_pad 0.04) on each side, padded to 32s
-    assert detector.config.both_polarities and both.region.shape == (448 // 2, 576 // 2)
+    # canvas 512 px: a 13-px mirrored border (edge_pad 0.025) on each side and the 224×288 film at 378×486
+    # inside it, padded to multiples of 32: 416×512
+    assert detector.config.both_polarities and both.region.shape == (416 // 2, 512 // 2)
     np.testing.assert_array_equal(both.region, np.maximum(positive.region, negative.region))
     assert [as_tuple(b) for b in both.boxes(detector.config)] == [as_tuple(b) for b in found]
     # Post-processing settings from the same maps: min_size drops the letter (~24 px), the word stays.
