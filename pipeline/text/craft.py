@@ -16,7 +16,6 @@ from pipeline.text.postprocess import check_image, finish_boxes
 from pipeline.text.weights import WEIGHTS_PACKAGE, verify_weights
 
 # ImageNet mean and std of CRAFT's input normalisation (RGB, on the 0–255 scale).
-# ImageNet mean and std of CRAFT's input normalisation (RGB, on the 0–255 scale).
 _MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 _STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 
@@ -114,7 +113,7 @@ class ScoreMaps:
     region, link: (h, w) float32 in [0, 1], half the canvas resolution (the canvas is zero-padded to
     multiples of 32, so the maps may extend past the image); scale_x, scale_y: canvas pixels per image
     pixel; image: the (H, W) float32 image in [0, 1] that was scored (for plate growth); pad: canvas
-    pixels of mirrored film added on every side before scoring (`TextConfig.edge_pad`).
+    pixels of mirrored film on every side of the film in the canvas (`TextConfig.edge_pad`).
     """
 
     region: np.ndarray
