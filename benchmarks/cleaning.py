@@ -41,12 +41,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-try:
-    import pipeline
-except ImportError:  # run from a checkout without the package installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import pipeline
-
 from datasets.images import read_image
 from datasets.synthetic import SyntheticImage, sample
 from pipeline.clean import CleanConfig, clean_mask, psnr
@@ -316,12 +310,12 @@ def report(settings: Settings, results: dict, started: float) -> str:
              f"- command: `{command}`",
              f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
              f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (shared), "
-             f"python {platform.python_version()}, OpenCV {cv2.__version__}, pipeline from "
-             f"{Path(pipeline.__file__).parent}",
+             f"python {platform.python_version()}, OpenCV {cv2.__version__}",
              f"- synthetic: {len(synthetic[METHODS[0]].psnr)} films of {settings.size} px with text "
              "(datasets.synthetic.sample, seed 11); real: "
              + (f"{len(results['tuning_films'])} tuning films, {len(results['held_out_films'])} held-out films, "
-                f"{settings.boxes_per_film} text-free boxes each, from {settings.images}"
+                f"{settings.boxes_per_film} text-free boxes each, Actualmed films ({settings.images.name}/ of the "
+                "real-film folder)"
                 if results["tuning_films"] else f"no real films at {settings.images}: real columns empty"),
              "- masks: `pipeline.clean.clean_mask` (boxes grown over whole markers, then by 2 px); PSNR (dB) inside "
              "the mask against the truth and texture ratio (`pipeline.inpaint.texture_ratio`: 1.0 = the film's own "
