@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+
+
+# The temporary name `atomic_path` gives: "." + the target's name + "." + mkstemp's 8 random characters + the
+# target's suffix.
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}(?P<suffix>\.[^.]*)?$")
+
+
+def remove_stale_temporaries(folder: str | Path, skip: tuple[str, ...] = ()) -> list[Path]:
+    """Delete the temporaries that atomic writes killed mid-way (SIGKILL, power loss) left under `folder`,
+    in every subfolder but those named in `skip`; returns them. Call it only while no other process writes
+    there (e.g. holding the run folder's lock)."""
+    removed = []
+    for path in sorted(Path(folder).rglob(".*")):
+        match = _TEMPORARY.match(path.name)
+        if (match and path.is_file() and match["name"].endswith(match["suffix"] or "")
+                and not set(skip) & set(path.relative_to(folder).parts)):
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:

@@ -42,7 +42,7 @@ from prefect.artifacts import (
 )
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from datasets.atomic import sha256_of, write_text
+from datasets.atomic import remove_stale_temporaries, sha256_of, write_text
 from datasets.covidx import Record, check_disjoint, read_split
 from datasets.faults import is_transient
 from datasets.synthetic import MANIFEST as SYNTHETIC_MANIFEST
@@ -264,6 +264,8 @@ def audit_flow(config: AuditConfig) -> dict:
     config = config.model_copy(update={"run_dir": config.run_dir.resolve()})
     run_dir = config.run_dir
     with RunLock(run_dir):
+        for stale in remove_stale_temporaries(run_dir, skip=(".prefect",)):  # a killed run's half-written files
+            LOG.info("removed %s, left by an interrupted write", stale)
         store_results_in(run_dir / ".prefect" / "results")
         write_text(run_dir / "config.yaml", config.to_yaml())
         data = prepare_data(config, key=content_key("data", config.data, _synthetic_manifest(config)))
