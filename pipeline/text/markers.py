@@ -132,8 +132,12 @@ def _cut_by_the_edge(film: np.ndarray, level: float, sizes: tuple[float, float])
     circles = cv2.HoughCircles((dark * 255).astype(np.uint8), cv2.HOUGH_GRADIENT_ALT, dp=1.5, minDist=sizes[0],
                                param1=300, param2=0.7, minRadius=max(1, int(sizes[0] / 2)),
                                maxRadius=math.ceil(sizes[1] / 2))
+    if circles is None:
+        return []
+    ring = cv2.dilate(dark.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # a pixel's slack, once per film
+    lines, columns = np.ogrid[:height, :width]
     out = []
-    for x, y, r in ([] if circles is None else circles[0]):
+    for x, y, r in circles[0]:
         if min(x, y, width - x, height - y) >= r:
             continue  # whole: step 2's business
         angles = np.linspace(0, 2 * math.pi, 72, endpoint=False)
@@ -141,11 +145,9 @@ def _cut_by_the_edge(film: np.ndarray, level: float, sizes: tuple[float, float])
         on_film = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
         if on_film.mean() < EDGE_VISIBLE:
             continue
-        ring = cv2.dilate(dark.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # a pixel's slack
         if ring[rows[on_film], cols[on_film]].mean() < EDGE_RING:
             continue
-        yy, xx = np.ogrid[:height, :width]
-        inside = (xx - x) ** 2 + (yy - y) ** 2 <= (0.75 * r) ** 2
+        inside = (columns - x) ** 2 + (lines - y) ** 2 <= (0.75 * r) ** 2
         if not EDGE_LETTER[0] <= dark[inside].mean() <= EDGE_LETTER[1]:
             continue
         # A disc's ring lies outside it; a ring's circle is its centre line, plus its soft edge.
