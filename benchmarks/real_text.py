@@ -62,11 +62,12 @@ SETTINGS: dict[str, TextConfig] = {
     "default, canvas 640": TextConfig(long_side=640),
     "default, no mirrored border": TextConfig(edge_pad=0.0),
     "default, no marker finder": TextConfig(markers=False),
+    "default, no lone-letter finder": TextConfig(glyphs=False),
     "default, both polarities": TextConfig(both_polarities=True),
 }
 # The settings of a plain run (each distinct canvas costs a CRAFT pass per film).
 RUN = ("paper", "default", "default, canvas 512", "default, canvas 640", "default, no mirrored border",
-       "default, no marker finder", "default, both polarities")
+       "default, no marker finder", "default, no lone-letter finder", "default, both polarities")
 
 
 @dataclass(frozen=True)
@@ -241,9 +242,9 @@ def settings_table(names: list[str]) -> str:
     for name in names:
         config = SETTINGS[name]
         rows.append([name, str(config.long_side), str(config.text_threshold), str(config.both_polarities),
-                     str(config.edge_pad), str(config.margin), str(config.markers)])
+                     str(config.edge_pad), str(config.margin), str(config.markers), str(config.glyphs)])
     return table(rows, ["setting", "CRAFT canvas (px)", "text threshold", "both polarities", "edge mirror",
-                        "margin", "marker finder"])
+                        "margin", "marker finder", "lone-letter finder"])
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:

@@ -69,6 +69,10 @@ class TextConfig:
         CRAFT-only detection (`TextConfig.paper()`).
     marker_level: a marker's disc or ring is made of pixels within this distance of black or white.
     marker_min_diameter, marker_max_diameter: a marker's diameter range, as fractions of the long side.
+    glyphs: also find lone saturated letters (`pipeline.text.glyphs`: an "L" or "R" drawn at black or
+        white with crisp edges), which CRAFT scores weakly; their ink is within `marker_level` of black
+        or white; a CRAFT box holding one such letter takes the letter's tight box. False: the paper's
+        CRAFT-only detection.
     """
 
     backend: str = "craft"
@@ -95,6 +99,7 @@ class TextConfig:
     marker_level: float = 0.15
     marker_min_diameter: float = 0.01
     marker_max_diameter: float = 0.08
+    glyphs: bool = True
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -125,8 +130,7 @@ class TextConfig:
     def paper(cls, **changes) -> TextConfig:
         """The detector of the paper that built COVIDx++: CRAFT alone at threshold 0.7 (no marker finder)."""
         return cls(**{"backend": "craft", "text_threshold": PAPER_TEXT_THRESHOLD, "long_side": 1024, "markers": False,
-                      "edge_pad": 0.0,
-                      **changes})
+                      "glyphs": False, "edge_pad": 0.0, **changes})
 
     def digest(self) -> str:
         """A short hash of every setting that decides the boxes (not batch size or the weights folder:

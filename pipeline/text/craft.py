@@ -155,8 +155,6 @@ class ScoreMaps:
         return finish_boxes(boxes, self.image, config)
 
 
-
-
 def _canvas(image: np.ndarray, long_side: int | None, edge_pad: float = 0.0) -> tuple[np.ndarray, float, float, int]:
     """RGB float32 canvas (multiple of 32 on each side, zero padded), the x/y scale image → canvas, and the
     canvas pixels of mirrored film on every side: text cut by the film's edge, completed by its mirror

@@ -10,7 +10,12 @@ import numpy as np
 
 from pipeline.text.boxes import TextBox
 from pipeline.text.config import TextConfig, TextDetectionError
+from pipeline.text.glyphs import find_glyphs
 from pipeline.text.markers import find_markers, outermost, within
+
+# A CRAFT box holding one lone letter, which covers at least this fraction of it, is that letter (see
+# `with_glyphs`).
+GLYPH_SHARE = 0.3
 
 
 def check_image(image: np.ndarray) -> np.ndarray:
@@ -24,11 +29,12 @@ def check_image(image: np.ndarray) -> np.ndarray:
     return array
 
 
-
-
 def finish_boxes(boxes: list[TextBox], image: np.ndarray, config: TextConfig) -> list[TextBox]:
-    """Merge lines, add the margin, clip to the image, drop small and too tall boxes, grow to plates, add the
-    circled markers (`config.markers`); sorted top to bottom, then left to right."""
+    """Add the lone letters (`config.glyphs`), merge lines, add the margin, clip to the image, drop small and
+    too tall boxes, grow to plates, drop boxes lying within another, add the circled markers
+    (`config.markers`); sorted top to bottom, then left to right."""
+    if config.glyphs:
+        boxes = with_glyphs(boxes, find_glyphs(image, level=config.marker_level))
     if config.merge_lines:
         boxes = merge_lines(boxes, config.merge_gap)
     height, width = image.shape
@@ -45,6 +51,7 @@ def finish_boxes(boxes: list[TextBox], image: np.ndarray, config: TextConfig) ->
         if config.grow_to_plates:
             box = grow_to_plate(image, box, config.plate_tolerance, config.plate_max_grow)
         out.append(box)
+    out = outermost(out)  # a letter's box and its plate's box, once both are grown to the plate
     if config.markers:
         out = with_markers(out, find_markers(image, level=config.marker_level, min_diameter=config.marker_min_diameter,
                                              max_diameter=config.marker_max_diameter))
@@ -59,6 +66,23 @@ def with_markers(boxes: list[TextBox], markers: list[TextBox], inside: float = 0
     words = [box for box in boxes if not any(within(box, m, inside) for m in markers)]
     letters = [m for m in markers if any(within(m, w, inside) and w.area > m.area for w in words)]
     return words + [m for m in markers if m not in letters]
+
+
+def with_glyphs(boxes: list[TextBox], glyphs: list[TextBox]) -> list[TextBox]:
+    """CRAFT's `boxes` and the lone letters `glyphs` together, one box per item. A glyph that lies mostly
+    (half its area) within a box is part of it; a box that holds exactly one glyph covering `GLYPH_SHARE`
+    of it is that letter, drawn loosely (CRAFT's box of a single letter is often a letter too wide), and
+    takes the glyph's tight box; glyphs outside every box are added."""
+    out = []
+    for box in boxes:
+        inside = [glyph for glyph in glyphs if _overlap(glyph, box) >= 0.5 * glyph.area]
+        out.append(inside[0] if len(inside) == 1 and inside[0].area >= GLYPH_SHARE * box.area else box)
+    return out + [glyph for glyph in glyphs if not any(_overlap(glyph, box) >= 0.5 * glyph.area for box in boxes)]
+
+
+def _overlap(a: TextBox, b: TextBox) -> int:
+    """Pixels shared by two boxes."""
+    return max(0, min(a.x1, b.x1) - max(a.x0, b.x0)) * max(0, min(a.y1, b.y1) - max(a.y0, b.y0))
 
 
 def grow_to_plate(image: np.ndarray, box: TextBox, tolerance: float = 0.04, max_grow: float = 1.0,
