@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
-import tempfile
+import secrets
+import string
 from collections.abc import Iterator
 from pathlib import Path
+
+from datasets.errors import FileWriteError
+
+# Bytes in one file name on ext4, XFS, btrfs, tmpfs and APFS.
+_NAME_MAX = 255
+_RANDOM = string.ascii_lowercase + string.digits + "_"
+# Failures about the output's place rather than its content, reported with the target's path (the OSError
+# names the temporary, or no file at all) and in words.
+_REASONS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+            errno.ENAMETOOLONG: "file name too long"}
 
 
 @contextlib.contextmanager
@@ -16,22 +28,54 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it replaces `path` in one rename.
 
     A crash or exception leaves the old file (or no file) and removes the temporary one, so a
-    half-written file never appears under the final name.
+    half-written file never appears under the final name. The file gets the mode `open(path, "w")` gives a
+    new file, 0o666 less the umask; an existing target's mode is not kept: the rename puts a new file (a new
+    inode, owned by this process) in its place, as `mv` does. A disk that is full (ENOSPC, EDQUOT) or a name
+    too long (ENAMETOOLONG) raises FileWriteError naming `path`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
+    temporary = None
     try:
-        yield Path(temporary)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = _create_temporary(path)
+        yield temporary
         os.replace(temporary, path)
+    except OSError as error:
+        if isinstance(error, FileWriteError) or error.errno not in _REASONS:
+            raise
+        raise FileWriteError(error.errno, _REASONS[error.errno], str(path)) from error
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+        if temporary is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
 
 
-# The temporary name `atomic_path` gives: "." + the target's name + "." + mkstemp's 8 random characters + the
-# target's suffix.
+def _create_temporary(path: Path) -> Path:
+    """A new empty file beside `path`, created with mode 0o666 as `open` does, so the kernel applies the umask
+    and any default ACL. The umask is never read: reading it means setting it for a moment, for every thread."""
+    while True:
+        temporary = path.with_name(_temporary_name(path.name, path.suffix))
+        try:
+            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return temporary
+        except FileExistsError:
+            continue
+
+
+def _temporary_name(name: str, suffix: str) -> str:
+    """"." + `name` + "." + 8 random characters + `suffix` (the form `_TEMPORARY` matches); a long `name` is
+    cut, keeping its `suffix`, so that the temporary fits in a file name whenever `name` does (and its suffix
+    is at most 122 bytes)."""
+    tag = "".join(secrets.choice(_RANDOM) for _ in range(8))
+    room = _NAME_MAX - len(os.fsencode(f"..{tag}{suffix}"))
+    if len(os.fsencode(name)) > room:
+        stem = os.fsencode(name[:len(name) - len(suffix)])[:max(room - len(os.fsencode(suffix)), 0)]
+        name = stem.decode("utf-8", "ignore") + suffix
+    return f".{name}.{tag}{suffix}"
+
+
+# The temporary name `atomic_path` gives: "." + the target's name (cut when long) + "." + 8 random characters
+# + the target's suffix.
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}(?P<suffix>\.[^.]*)?$")
 
 

@@ -45,6 +45,15 @@ class ImageWriteError(DatasetError):
     """An array that cannot be written in the requested format."""
 
 
+class FileWriteError(OSError):
+    """An output file that could not be written (disk full, file name too long): FileWriteError(errno, what
+    happened, path). `filename` is the file meant, never the temporary beside it; the OSError that stopped the
+    write is the __cause__. Not a DatasetError: the input is fine, the output's place is not."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
 class DicomWarning(UserWarning):
     """A DICOM that reads, but whose pixels may not mean what a viewer shows (e.g. FOR PROCESSING)."""
 

@@ -2,7 +2,11 @@
 
 Sections reuse the stages' own frozen dataclasses (`pipeline.train.TrainConfig`, ...), so a default is
 defined once, where the stage lives; pydantic validates them from YAML, rejects unknown keys at every
-level and runs each stage's own range checks before any work starts.
+level and runs each stage's own range checks before any work starts. Also refused at load: a key repeated in
+one mapping (YAML would keep the last silently), a boolean where a number is expected and a number where a
+boolean is (pydantic's lax mode, which validates the stages' dataclasses, reads `true` as 1 and 1 as true),
+and values that would fail hours later: seeds outside [0, 2**32 - 1], `compare.bootstrap` above 100,000,
+`explain.mask_size` above `train.image_size`.
 
     run_dir: runs/demo
     data: {root: null, synthetic: {n_train: 450, ...}}   # root: a COVIDx folder; null: synthetic data
@@ -15,12 +19,23 @@ level and runs each stage's own range checks before any work starts.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Hashable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from pipeline.audit import AuditConfig as AuditSettings
 from pipeline.clean import CleanConfig
@@ -31,6 +46,10 @@ from pipeline.train import TrainConfig
 
 class ConfigError(ValueError):
     """A configuration file or value that cannot be used; the message names the file and the key."""
+
+
+# A seed numpy, torch and Python's random all accept.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 class _Strict(BaseModel):
@@ -45,7 +64,7 @@ class SyntheticData(_Strict):
     image_size: int = Field(256, ge=32, le=2048)
     shortcut: float = Field(0.9, ge=0.0, le=1.0)
     repeat_fraction: float = Field(0.25, ge=0.0, le=1.0)
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 class DataConfig(_Strict):
@@ -55,7 +74,11 @@ class DataConfig(_Strict):
         `<run_dir>/data`. train_split: the training split file, relative to root. test_splits: test
         split name → split file; each split file's image folder is the name before its last underscore
         (`test_COVIDx9A.txt` → `test/`). audit_split: the test split whose images are explained and
-        audited (and whose COVIDx++ copy is `<audit_split>_pp`).
+        audited (and whose COVIDx++ copy is `<audit_split>_pp`). duplicates: a filename listed twice with
+        another patient, label or source keeps its first line and is listed in the report ("keep_first"), or
+        refuses the file ("error"); lines repeated verbatim are always read once and counted.
+        allow_patient_overlap: accept patients in both training and a test split (some published COVIDx
+        versions have them) and list them in the report; false refuses such splits.
     """
 
     root: Path | None = None
@@ -64,6 +87,8 @@ class DataConfig(_Strict):
         "test": "test_synthetic.txt", "test_decorrelated": "test_decorrelated_synthetic.txt"})
     audit_split: str = "test"
     synthetic: SyntheticData = SyntheticData()
+    duplicates: Literal["keep_first", "error"] = "keep_first"
+    allow_patient_overlap: bool = False
 
     @model_validator(mode="after")
     def _audit_split_is_a_test_split(self) -> DataConfig:
@@ -75,14 +100,16 @@ class DataConfig(_Strict):
 
 
 class CompareSettings(_Strict):
-    """The paired comparison: bootstrap resamples (patients resampled), interval level, bootstrap seed, and
-    `extra_train_seeds`: train both arms again with these seeds (besides `train.seed`) and report each
-    metric's mean ± sd across the seeds next to the single-run intervals (compare/seeds.csv)."""
+    """The paired comparison: bootstrap resamples (patients resampled; 100 to 100,000: the resample weights
+    alone take 8 bytes × resamples × test images, 320 MB at 100,000 × 400), interval level, bootstrap seed,
+    and `extra_train_seeds`: train both arms again with these seeds (besides `train.seed`) and report each
+    metric's mean ± sd across the seeds next to the single-run intervals (compare/seeds.csv). Seeds are in
+    [0, 2**32 - 1]."""
 
-    bootstrap: int = Field(2000, ge=100)
+    bootstrap: int = Field(2000, ge=100, le=100_000)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
-    seed: int = Field(0, ge=0)
-    extra_train_seeds: tuple[int, ...] = ()
+    seed: Seed = 0
+    extra_train_seeds: tuple[Seed, ...] = ()
 
 
 class RunnerConfig(_Strict):
@@ -136,6 +163,29 @@ class AuditConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _mask_within_the_image(self) -> AuditConfig:
+        """The iGOS mask is upsampled to the model's input: a finer mask than the image means nothing."""
+        if self.explain.mask_size > self.train.image_size:
+            raise ValueError(f"explain.mask_size ({self.explain.mask_size}) must be at most train.image_size "
+                             f"({self.train.image_size}): the mask covers the model's input")
+        return self
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _booleans_stay_booleans(cls, data: Any, handler: ModelWrapValidatorHandler[AuditConfig]) -> AuditConfig:
+        """Refuse a boolean taken as a number and a number taken as a boolean, at every level (the stages'
+        dataclasses are validated in pydantic's lax mode; a strict config would refuse dicts for them)."""
+        config = handler(data)
+        errors = [InitErrorDetails(
+            type=PydanticCustomError("boolean_retyped", "expected {expected}, got {given}", {
+                "expected": "a number" if isinstance(given, bool) else "true or false",
+                "given": json.dumps(given, default=str)}),
+            loc=loc, input=given) for loc, given in _retyped(data, config)]
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return config
+
+    @model_validator(mode="after")
     def _outputs_outside_the_source(self) -> AuditConfig:
         if self.data.root is not None:
             source, run = self.data.root.resolve(), self.run_dir.resolve()
@@ -149,16 +199,54 @@ class AuditConfig(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+def _retyped(given: Any, taken: Any, loc: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+    """(location, value) of every value in the input `given` that validation turned from a boolean into
+    something else or from something else into a boolean (`taken`: the validated config)."""
+    if isinstance(given, dict):
+        for key, value in given.items():
+            inner = taken.get(key) if isinstance(taken, dict) else getattr(taken, str(key), None)
+            yield from _retyped(value, inner, (*loc, key))
+    elif isinstance(given, list | tuple) and isinstance(taken, list | tuple):
+        for index, (value, inner) in enumerate(zip(given, taken, strict=False)):
+            yield from _retyped(value, inner, (*loc, index))
+    elif isinstance(given, bool) != isinstance(taken, bool):
+        yield loc, given
+
+
+class _DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A key repeated in one YAML mapping."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key repeated in one mapping (plain YAML keeps the last, silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may be overridden, as YAML means
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # yaml's own "found unhashable key" error follows
+            if key in seen:
+                raise _DuplicateKeyError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> AuditConfig:
     """The config of a YAML file (or the defaults), with top-level `overrides` applied; ConfigError names
-    the file and every bad key."""
+    the file and every bad key (a repeated key: with its line)."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
         except FileNotFoundError as error:
             raise ConfigError(f"{path}: config file not found") from error
+        except _DuplicateKeyError as error:
+            raise ConfigError(f"{path}:{error.problem_mark.line + 1}: {error.problem} (each key may appear "
+                              "once per mapping)") from error
         except yaml.YAMLError as error:
             raise ConfigError(f"{path}: not valid YAML: {error}") from error
         if loaded is not None and not isinstance(loaded, dict):

@@ -102,7 +102,7 @@ class AuditConfig:
         get a counterfactual (a seeded per-image draw: the same image is drawn in every run with the same
         seed); 1 (default) = all: one inpainting and one forward pass per image, cheap next to iGOS++.
         With flag_by "counterfactual" every image with text gets one.
-    seed: seed of that draw.
+    seed: seed of that draw, in [0, 2**32 - 1].
     gallery_size: images in the gallery (highest text_share); gallery_side: their longest side (pixels).
     batch_size: images per classifier forward pass; device: torch device.
     clean: how text is inpainted (pipeline.clean; Telea r=10, as COVIDx++).
@@ -136,6 +136,8 @@ class AuditConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 raise AuditError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.seed > 2**32 - 1:
+            raise AuditError(f"seed must be at most 2**32 - 1, got {self.seed}")
 
 
 class SyntheticTruth(NamedTuple):

@@ -71,12 +71,13 @@ class ExplainConfig:
     """How a split is explained.
 
     method: an iGOS-family method of `igos` ("igos++" default: deletion and insertion masks).
-    mask_size: side s of the s×s mask (28: the paper's setting); at most the checkpoint's input size.
+    mask_size: side s of the s×s mask (28: the paper's setting); at most the checkpoint's input size (an audit
+        config checks it against train.image_size) and 2048, the largest one.
     mode, iterations, ig_steps: iGOS options (README, `igos.IGOSOptions`): "fast" / "faithful", K, N.
     target: "predicted" explains each image's top-1 class, "label" its true class.
     batch_size: images per igos call (memory; does not change the maps on the CPU).
     chunk_size: images per chunk file: the unit of resume and of work a flow submits.
-    seed: base seed; image seeds are seed + a stable hash of the filename.
+    seed: base seed in [0, 2**32 - 1]; image seeds are seed + a stable hash of the filename.
     device: torch device the model and images are put on ("cpu", "cuda").
     """
 
@@ -103,8 +104,10 @@ class ExplainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ExplainError(f"{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ExplainError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.mask_size > 2048:
+            raise ExplainError(f"mask_size must be at most 2048 (the largest image_size), got {self.mask_size}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed <= 2**32 - 1:
+            raise ExplainError(f"seed must be an integer in [0, 2**32 - 1], got {self.seed!r}")
 
     def digest(self) -> str:
         """Hash of every field that changes a map (batch_size and chunk_size do not: chunk contents are hashed)."""

@@ -56,6 +56,7 @@ class TrainConfig:
     that ends at a low rate, for short CPU runs; on the synthetic demo at 12 epochs both reach about the
     same scores). augment: mild random affine and brightness/contrast, no
     flips. init_checkpoint: a local checkpoint (pipeline.checkpoint) to start from; nothing is downloaded.
+    seed: in [0, 2**32 - 1].
     """
 
     architecture: str = "resnet18"
@@ -92,6 +93,8 @@ class TrainConfig:
         if not 0 < self.val_fraction <= 0.5:
             problems.append(f"val_fraction must be in (0, 0.5] (a validation split is required), got "
                             f"{self.val_fraction}")
+        if not 0 <= self.seed <= 2**32 - 1:
+            problems.append(f"seed must be in [0, 2**32 - 1], got {self.seed}")
         if self.init_checkpoint is not None and (not self.init_checkpoint or "://" in self.init_checkpoint):
             problems.append(f"init_checkpoint must be a local checkpoint path (nothing is downloaded), got "
                             f"{self.init_checkpoint!r}")

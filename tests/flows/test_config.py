@@ -20,6 +20,24 @@ BAD = [
     ({"runner": {"dask_workers": 2, "dask_address": "tcp://127.0.0.1:8786"}}, "not both"),
     ({"clean": {"text": {"long_side": 300}}}, "set the text detector in `text`"),
     ({"run_dir": "."}, "run_dir must name a folder"),
+    # values that used to fail only hours into a run
+    ({"train": {"seed": -1}}, "train: Value error, invalid TrainConfig: seed must be in [0, 2**32 - 1], got -1"),
+    ({"explain": {"seed": 2**32}}, "explain: Value error, seed must be an integer in [0, 2**32 - 1]"),
+    ({"audit": {"seed": 2**32}}, "audit: Value error, seed must be at most 2**32 - 1"),
+    ({"data": {"synthetic": {"seed": -1}}}, "data.synthetic.seed: Input should be greater than or equal to 0"),
+    ({"compare": {"seed": 2**32}}, "compare.seed: Input should be less than or equal to 4294967295"),
+    ({"compare": {"extra_train_seeds": [1, -1]}}, "compare.extra_train_seeds.1: Input should be greater than"),
+    ({"compare": {"bootstrap": 10**12}}, "compare.bootstrap: Input should be less than or equal to 100000"),
+    ({"explain": {"mask_size": 10000}}, "explain: Value error, mask_size must be at most 2048"),
+    ({"explain": {"mask_size": 256}}, "explain.mask_size (256) must be at most train.image_size (224)"),
+    # booleans and numbers are not each other (pydantic's lax mode would take true as 1 and 1 as true)
+    ({"explain": {"mask_size": True}}, "explain.mask_size: expected a number, got true"),
+    ({"train": {"learning_rate": True}}, "train.learning_rate: expected a number, got true"),
+    ({"clean": {"jpeg_quality": True}}, "clean.jpeg_quality: expected a number, got true"),
+    ({"compare": {"extra_train_seeds": [1, False]}}, "compare.extra_train_seeds.1: expected a number, got false"),
+    ({"data": {"synthetic": {"seed": True}}}, "data.synthetic.seed: expected a number, got true"),
+    ({"train": {"augment": 1}}, "train.augment: expected true or false, got 1"),
+    ({"report": "yes"}, 'report: expected true or false, got "yes"'),
 ]
 
 
@@ -30,6 +48,33 @@ def test_bad_settings_are_rejected_with_the_key_named(tmp_path, settings, messag
     with pytest.raises(ConfigError) as error:
         load_config(path)
     assert message in str(error.value) and str(path) in str(error.value)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("train:\n  epochs: 3\nexplain: {}\ntrain:\n  epochs: 5\n", "cfg.yaml:4: duplicate key 'train'"),
+    ("train:\n  epochs: 3\n  seed: 1\n  epochs: 5\n", "cfg.yaml:4: duplicate key 'epochs'"),
+    ("compare: {seed: 1, bootstrap: 500, seed: 2}\n", "cfg.yaml:1: duplicate key 'seed'"),
+])
+def test_a_repeated_key_is_refused_with_its_name_and_line(tmp_path, text, message):
+    """Plain YAML keeps the last of two equal keys without a word; one of the two settings would be lost."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_a_merge_key_may_be_overridden(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("explain: &seeded {seed: 3}\naudit: {<<: *seeded, seed: 4}\n")
+    config = load_config(path)
+    assert config.explain.seed == 3 and config.audit.seed == 4
+
+
+def test_the_largest_settings_in_range_are_taken(tmp_path):
+    config = load_config(None, run_dir=tmp_path / "run", **{
+        "train.seed": 2**32 - 1, "train.image_size": 256, "explain.mask_size": 256, "compare.bootstrap": 100_000,
+        "compare.extra_train_seeds": [0, 2**32 - 1]})
+    assert config.compare.bootstrap == 100_000 and config.explain.mask_size == 256
 
 
 def test_a_run_folder_inside_the_source_dataset_is_refused(tmp_path):
