@@ -43,11 +43,13 @@ from prefect.artifacts import (
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from datasets.atomic import remove_stale_temporaries, sha256_of, write_text
-from datasets.covidx import Record, check_disjoint, read_split
+from datasets.covidx import DuplicatePolicy, Record, SplitRead, check_disjoint, read_split_checked
+from datasets.errors import FileWriteError
 from datasets.faults import is_transient
 from datasets.synthetic import MANIFEST as SYNTHETIC_MANIFEST
 from datasets.synthetic import generate, read_truth
 from flows.config import AuditConfig, SyntheticData
+from flows.results import RESULT_SERIALIZER, store_results_in
 from flows.rundir import RunLock, content_key
 from pipeline import audit as audit_stage
 from pipeline import compare as compare_stage
@@ -72,21 +74,37 @@ def _cache_key(context: object, parameters: dict) -> str:
     return parameters["key"]
 
 
+def _worth_retrying(task: Task, task_run: object, state: object) -> bool:
+    """Prefect's retry condition: retry an I/O error (a flaky disk or share may recover), never bad input or
+    a bug (a malformed split line fails at once, with its own message) and never a full disk."""
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, OSError) and not isinstance(error, FileWriteError)
+
+
 def stage(name: str, **options: object):
-    """A Prefect task keyed on its `key` parameter, with its result persisted (resume after a kill)."""
-    return task(name=name, cache_key_fn=_cache_key, persist_result=True, **options)
+    """A Prefect task keyed on its `key` parameter, with its result persisted (resume after a kill); with
+    `retries`, only I/O errors are retried (`_worth_retrying`)."""
+    if options.get("retries"):
+        options["retry_condition_fn"] = _worth_retrying
+    return task(name=name, cache_key_fn=_cache_key, persist_result=True, result_serializer=RESULT_SERIALIZER,
+                **options)
 
 
 @dataclass(frozen=True)
 class Split:
-    """A split file of the dataset and its image folder; `records` have resolved image paths."""
+    """A split file of the dataset and its image folder; `records` have resolved image paths. `duplicates`:
+    what a filename listed twice with other fields does (`datasets.covidx.read_split_checked`)."""
 
     name: str
     split_file: Path
     image_dir: Path
+    duplicates: DuplicatePolicy = "keep_first"
+
+    def read(self) -> SplitRead:
+        return read_split_checked(self.split_file, self.image_dir, duplicates=self.duplicates)
 
     def records(self) -> list[Record]:
-        return read_split(self.split_file, self.image_dir)
+        return list(self.read().records)
 
 
 @dataclass(frozen=True)
@@ -131,12 +149,19 @@ def prepare_data(config: AuditConfig, key: str) -> Data:
                  repeat_fraction=s.repeat_fraction, overwrite=True)
     folders = resolve_splits(root, [spec.train_split, *spec.test_splits.values()])
     train_file = (root / spec.train_split).resolve()
-    train = Split("train", train_file, folders[train_file])
-    tests = {name: Split(name, (root / file).resolve(), folders[(root / file).resolve()])
+    train = Split("train", train_file, folders[train_file], spec.duplicates)
+    tests = {name: Split(name, (root / file).resolve(), folders[(root / file).resolve()], spec.duplicates)
              for name, file in spec.test_splits.items()}
-    records = {split.name: split.records() for split in (train, *tests.values())}
+    reads = {split.name: split.read() for split in (train, *tests.values())}
+    records = {name: list(read.records) for name, read in reads.items()}
+    overlap = {}
     for name in tests:  # synthetic test_decorrelated shares test's patients on purpose (paired)
-        check_disjoint(records["train"], records[name])
+        shared = check_disjoint(records["train"], records[name], test_path=tests[name].split_file,
+                                allow=spec.allow_patient_overlap)
+        if shared:
+            overlap[name] = {"patients": len(shared),
+                             "filenames": [r.filename for r in records[name] if r.patient_id in shared]}
+    write_data_quality(config.run_dir / "data_quality.json", [train, *tests.values()], reads, overlap)
     digest = content_key("data", *(sha256_of(s.split_file) for s in (train, *tests.values())),
                          *(image_hash(r.path) for split in records.values() for r in split))
     return Data(root, train, tests, spec.audit_split, synthetic, digest)
@@ -268,7 +293,7 @@ def audit_flow(config: AuditConfig) -> dict:
             LOG.info("removed %s, left by an interrupted write", stale)
         store_results_in(run_dir / ".prefect" / "results")
         write_text(run_dir / "config.yaml", config.to_yaml())
-        data = prepare_data(config, key=content_key("data", config.data, _synthetic_manifest(config)))
+        data = prepare_data(config, key=content_key("data", config.data, _data_state(config)))
         audited = data.tests[data.audit_split]
         train_records = data.train.records()
         tests = {name: split.records() for name, split in data.tests.items()}
@@ -395,7 +420,23 @@ def _predict(checkpoint: Path, records: list[Record], out_csv: Path) -> Path:
 
 def _cleaned(split: Split, root: Path, pp_root: Path) -> Split:
     """The COVIDx++ copy of a split: the same relative split file and image folder under `pp_root`."""
-    return Split(split.name, pp_root / split.split_file.relative_to(root), pp_root / split.image_dir.relative_to(root))
+    return Split(split.name, pp_root / split.split_file.relative_to(root), pp_root / split.image_dir.relative_to(root),
+                 split.duplicates)
+
+
+def write_data_quality(path: Path, splits: Sequence[Split], reads: dict[str, SplitRead], overlap: dict[str, dict]
+                       ) -> Path:
+    """data_quality.json: per split, the lines read once as exact repeats and the filenames listed again with
+    other fields (the first line kept); per test split, the patients also in training (accepted with
+    `data.allow_patient_overlap`), by count and test filename. Patient ids are left out: in COVIDx they
+    come from the sources' DICOM headers."""
+    found = {split.name: {"file": split.split_file.name, "records": len(reads[split.name].records),
+                          "repeated_lines": reads[split.name].repeated_line_count,
+                          "conflicts": [{"filename": c.filename, "kept_line": c.kept_line,
+                                         "dropped_line": c.dropped_line, "differs": list(c.differs)}
+                                        for c in reads[split.name].conflicts]}
+             for split in splits}
+    return write_text(path, json.dumps({"splits": found, "patient_overlap": overlap}, indent=1) + "\n")
 
 
 @functools.cache  # one short string per image: bounded by the dataset
@@ -408,22 +449,6 @@ def image_hash(path: Path) -> str:
     the flow's cache keys name every image several times (data digest, detection and prediction keys)."""
     status = Path(path).stat()
     return _hash_of(Path(path), status.st_size, status.st_mtime_ns)
-
-
-def store_results_in(folder: Path) -> None:
-    """Persist this flow run's task results (the resume records) in `folder`, not in PREFECT_HOME/storage.
-
-    The cache keys are content keys without the run folder, so with a shared store a run into another folder
-    with the same inputs would get the first folder's results, paths included. The store is part of the flow
-    run context, which Prefect also hands to Dask workers. (The PREFECT_RESULTS_LOCAL_STORAGE_PATH setting is
-    read only when a flow run starts.)
-    """
-    from prefect.context import FlowRunContext
-    from prefect.filesystems import LocalFileSystem
-
-    context = FlowRunContext.get()
-    storage = LocalFileSystem(basepath=str(folder.resolve()))
-    context.result_store = context.result_store.model_copy(update={"result_storage": storage})
 
 
 def _fresh(stage_task: Task, *outputs: Path) -> Task:
@@ -440,10 +465,23 @@ def _generated_as_asked(root: Path, asked: SyntheticData) -> bool:
     return all(made.get(key) == value for key, value in asked.model_dump().items())
 
 
-def _synthetic_manifest(config: AuditConfig) -> str:
-    """Part of the data key: the generated dataset's manifest hash, or "" while it is missing or incomplete."""
-    manifest = config.run_dir / "data" / SYNTHETIC_MANIFEST
-    return sha256_of(manifest) if config.data.root is None and manifest.is_file() else ""
+def _data_state(config: AuditConfig) -> object:
+    """Part of the data key, so that a rerun sees a changed dataset: for generated data the manifest's hash
+    ("" while it is missing or incomplete); for a COVIDx folder the (name, bytes, mtime) of its split files
+    and of every file in their image folders (an edited, added or removed image changes it; reading no
+    image, it stays cheap on large folders). `prepare_data` then hashes the listed images' contents."""
+    if config.data.root is None:
+        manifest = config.run_dir / "data" / SYNTHETIC_MANIFEST
+        return sha256_of(manifest) if manifest.is_file() else ""
+    root = config.data.root.resolve()
+    files = [root / name for name in (config.data.train_split, *config.data.test_splits.values())]
+    try:
+        folders = set(resolve_splits(root, files).values())
+    except (OSError, ValueError):
+        return "unresolved"  # prepare_data runs and reports the problem
+    files += [path for folder in sorted(folders) for path in folder.rglob("*") if path.is_file()]
+    return [(str(path.relative_to(root)), (stat := path.stat()).st_size, stat.st_mtime_ns)
+            for path in files if path.exists()]
 
 
 def _with_flags(predictions: pd.DataFrame, flagged: pd.DataFrame) -> pd.DataFrame:
@@ -511,16 +549,35 @@ def write_summary(run_dir: Path, data: Data, splits: Sequence[str], seconds: flo
     manifest = pd.read_csv(run_dir / "covidx_pp" / "manifest.csv")
     summary["covidx_pp"] = {status: int((manifest.status == status).sum()) for status in
                             ("cleaned", "unchanged", "rejected")}
-    write_text(run_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
+    summary = _without_nan(summary)
+    write_text(run_dir / "summary.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
     return summary
+
+
+def percent(value: float | None) -> str:
+    """A summary.json fraction as a percentage; "n/a" for null (e.g. a class absent from the split)."""
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _without_nan(value: object) -> object:
+    """`value` with every NaN or infinite float (a metric of a class absent from a split) replaced by None,
+    which JSON writes as null: NaN is not JSON, and most readers refuse it."""
+    if isinstance(value, dict):
+        return {key: _without_nan(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nan(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _artifacts(run_dir: Path, summary: dict) -> None:
     """Prefect artifacts: the headline numbers (markdown), the metrics table and a link to the report."""
     a, b = summary["a"]["covid_recall"], summary["b"]["covid_recall"]
     lines = ["# Dataset audit: headline", "", "| | A | B |", "|---|---|---|"]
-    lines += [f"| COVID-19 recall, {split} | {a[split]:.1%} | {b[split]:.1%} |" for split in a]
-    lines += ["", f"Text share of iGOS++ saliency: A {summary['text_share_a']:.1%}, B {summary['text_share_b']:.1%}."]
+    lines += [f"| COVID-19 recall, {split} | {percent(a[split])} | {percent(b[split])} |" for split in a]
+    lines += ["", f"Text share of iGOS++ saliency: A {percent(summary['text_share_a'])}, "
+              f"B {percent(summary['text_share_b'])}."]
     create_markdown_artifact("\n".join(lines), key="audit-headline", description="COVIDx -> COVIDx++ headline")
     metrics = pd.read_csv(run_dir / "compare" / "metrics.csv")
     rows = metrics[metrics.stratum_kind == "all"].round(4).to_dict(orient="records")

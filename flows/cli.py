@@ -1,7 +1,7 @@
 """The `cxr-audit` command line.
 
-Exit codes: 0 done; 1 the work failed (a message names the file and the fix); 2 bad usage or a bad
-config (nothing was done); 3 the run folder is in use by another process.
+Exit codes: 0 done; 1 the work failed (a message names the file and the fix); 2 bad usage, a bad
+config or split files that cannot be used (nothing was done); 3 the run folder is in use by another process.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ def _config(config_path: Path | None, **overrides: object) -> AuditConfig:
 def _audit(config_path: Path | None, **overrides: object) -> None:
     """Load and validate the config, run the flow, print the headline."""
     config = _config(config_path, **overrides)
-    from flows.audit import run_audit
+    from datasets.errors import PatientLeakError, SplitFileError
+    from flows.audit import percent, run_audit
     from flows.rundir import RunInUseError
 
     started = time.perf_counter()
@@ -59,13 +60,17 @@ def _audit(config_path: Path | None, **overrides: object) -> None:
         summary = run_audit(config)
     except RunInUseError as error:
         raise _fail(error, 3) from error
+    except (SplitFileError, PatientLeakError) as error:  # the dataset as given cannot be audited: nothing was done
+        raise _fail(error, 2) from error
     except (OSError, ValueError, RuntimeError) as error:
         raise _fail(error) from error
     a, b = summary["a"]["covid_recall"], summary["b"]["covid_recall"]
     for split in a:
-        typer.echo(f"COVID-19 recall on {split}: A {a[split]:.1%} -> B {b[split]:.1%}"
-                   + (f" (McNemar p = {summary['mcnemar_p'][split]:.2g})" if split in summary["mcnemar_p"] else ""))
-    typer.echo(f"text share of iGOS++ saliency: A {summary['text_share_a']:.1%}, B {summary['text_share_b']:.1%}")
+        p_value = summary["mcnemar_p"].get(split)
+        typer.echo(f"COVID-19 recall on {split}: A {percent(a[split])} -> B {percent(b[split])}"
+                   + (f" (McNemar p = {p_value:.2g})" if p_value is not None else ""))
+    typer.echo(f"text share of iGOS++ saliency: A {percent(summary['text_share_a'])}, "
+               f"B {percent(summary['text_share_b'])}")
     report = config.run_dir / "report.html"
     typer.echo(f"done in {time.perf_counter() - started:.0f} s; report: {report if report.is_file() else '(off)'}")
 
@@ -93,8 +98,13 @@ def run(
     dask_address: Annotated[str | None, typer.Option(help="An existing Dask scheduler, tcp://host:port.")] = None,
 ) -> None:
     """The whole audit on a real COVIDx folder (PNG/JPG/DICOM)."""
-    tests = {Path(name).stem.rsplit("_", 1)[0] if "_" in Path(name).stem else Path(name).stem: name
-             for name in test_split}
+    tests: dict[str, str] = {}
+    for name in test_split:  # a split is named by its file's whole stem: test_COVIDx9A and test_COVIDx9B differ
+        stem = Path(name).stem
+        if stem in tests:
+            raise _fail(ValueError(f"--test-split {name} and {tests[stem]} would both be the split {stem!r}: "
+                                   "give each test split file its own name"), 2)
+        tests[stem] = name
     _audit(config, run_dir=out, **{"data.root": data.resolve(), "data.train_split": train_split,
                                    "data.test_splits": tests, "data.audit_split": next(iter(tests)),
                                    "runner.dask_workers": dask_workers, "runner.dask_address": dask_address})
@@ -208,6 +218,9 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<id>
 
     if not run_dir.is_dir():
         raise _fail(FileNotFoundError(f"{run_dir}: no such run folder"), 2)
+    if not (run_dir / "config.yaml").is_file():
+        raise _fail(FileNotFoundError(f"{run_dir}: not a run folder (no config.yaml): give the folder a run "
+                                      "wrote (cxr-audit run --out / demo --out)"), 2)
     typer.echo(f"wrote {render(run_dir)}")
 
 

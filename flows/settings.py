@@ -17,8 +17,10 @@ OFFLINE = {
 
 
 def use_offline_prefect(*, verbose: bool = False) -> None:
-    """Set the offline settings (and, unless verbose, quieter Prefect logs) where the user has not."""
+    """Set the offline settings where the user has not; unless verbose, silence Prefect's own logs (a failed
+    task logs its traceback at ERROR; the CLI prints the error's one-line message itself, and `-v` shows
+    everything). The project's own warnings go through Python's logging and are still shown."""
     for name, value in OFFLINE.items():
         os.environ.setdefault(name, value)
     if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")

@@ -214,6 +214,7 @@ def _section_run(run: Run, summary: Mapping) -> Section:
     if summary.get("dataset"):
         flat = pd.json_normalize(summary["dataset"], sep=" / ").T.reset_index()
         section.blocks.append(_table("Dataset counts (summary.json)", flat.set_axis(["count", "value"], axis=1)))
+    section.blocks += _data_quality(run.json("data_quality.json"))
     metas = {m: meta for m in "ab" if (meta := run.json(f"models/{m}.json"))}
     if metas:
         rows = [{"model": m.upper(), **{k: v for k, v in meta.items() if not isinstance(v, (dict, list))},
@@ -234,6 +235,32 @@ def _section_run(run: Run, summary: Mapping) -> Section:
         section.blocks.append(Text("Seeds: " + ("; ".join(seeds) if seeds else "none in config.yaml") + "."))
         section.blocks.append(Code(config))
     return section
+
+
+def _data_quality(quality: Mapping | None) -> list[Block]:
+    """What reading the split files found (data_quality.json): repeated lines, conflicting duplicates, and
+    patients in both training and a test split (accepted with `data.allow_patient_overlap`)."""
+    if quality is None:
+        return [Text("Data quality: not recorded by this run (data_quality.json missing).")]
+    splits = quality.get("splits", {})
+    rows = [{"split": name, "file": found["file"], "images read": found["records"],
+             "lines repeated verbatim (read once)": found["repeated_lines"],
+             "filenames listed again with other fields (first line kept)": len(found["conflicts"])}
+            for name, found in splits.items()]
+    blocks: list[Block] = [_table("Data quality: split files as read", pd.DataFrame(rows))]
+    conflicts = [{"split": name, **conflict, "differs": ", ".join(conflict["differs"])}
+                 for name, found in splits.items() for conflict in found["conflicts"]]
+    if conflicts:
+        blocks.append(_table("Data quality: filenames listed twice with other fields (the later line was not read)",
+                             pd.DataFrame(conflicts)))
+    overlap = quality.get("patient_overlap", {})
+    if overlap:
+        blocks.append(_table("Data quality: test images of patients also in training (allowed by the config; "
+                             "their results are optimistic)",
+                             pd.DataFrame([{"split": name, "patients": found["patients"], "images": len(
+                                 found["filenames"]), "filenames": ", ".join(found["filenames"][:20])}
+                                 for name, found in overlap.items()])))
+    return blocks
 
 
 def _confusion(frame: pd.DataFrame, title: str) -> list[Block]:

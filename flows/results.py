@@ -1,0 +1,116 @@
+"""The run folder's store of Prefect task results (the records a rerun or a resumed run reuses): data only.
+
+Prefect decodes a stored result with the serializer that the file itself names, and falls back to the
+task's serializer for a file that is not a record, so a results folder holding pickles would run whatever
+a tampered file contains on the next rerun. Here every task result is written as JSON (the tasks return
+paths and the `Data` description of the dataset), and `RunResultStorage` checks each record before
+Prefect sees it: a JSON record, written by Prefect's JSON serializer with its own encoder and decoder,
+whose result names only the classes in `RESULT_CLASSES`. Anything else (a pickle, another serializer or
+decoder, a class from elsewhere, a truncated file) raises `ResultRecordError` naming the file, logged as
+a warning; Prefect then takes the record as missing and the task runs again, writing a sound record in its
+place. Nothing in the refused file is executed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from prefect.filesystems import LocalFileSystem
+from prefect.serializers import JSONSerializer
+
+LOG = logging.getLogger(__name__)
+# The result classes a task of the audit flow returns (`flows.audit`): run files and the dataset.
+RESULT_CLASSES = frozenset({"pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.Path", "flows.audit.Data"})
+RESULT_SERIALIZER = "json"
+_EXPECTED_SERIALIZER = JSONSerializer().model_dump(mode="json")
+
+
+class ResultRecordError(RuntimeError):
+    """A stored task result that this project did not write: refused before anything in it is decoded."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}; this result was not written by cxr-audit, or was changed since. "
+                         f"Delete it (or the run's .prefect folder) and rerun: the work is redone")
+        self.path = path
+
+
+def check_result_record(path: Path, content: bytes) -> None:
+    """Raise ResultRecordError unless `content` (a stored task result from `path`) is a JSON record with
+    Prefect's JSON serializer and a result naming only `RESULT_CLASSES`."""
+    try:
+        record = json.loads(content)
+    except ValueError:
+        raise ResultRecordError(path, "not a JSON result record") from None
+    if not isinstance(record, dict) or not isinstance(record.get("metadata"), dict):
+        raise ResultRecordError(path, "not a result record (no metadata)")
+    if record["metadata"].get("serializer") != _EXPECTED_SERIALIZER:
+        raise ResultRecordError(path, "names a serializer other than Prefect's plain JSON one")
+    try:
+        result = json.loads(record.get("result"))
+    except (TypeError, ValueError):
+        raise ResultRecordError(path, "its result is not JSON") from None
+    unknown = sorted({name for name in _class_names(result) if name not in RESULT_CLASSES})
+    if unknown:
+        raise ResultRecordError(path, f"its result names classes outside the flow's results: {unknown[:3]}")
+
+
+def _class_names(value: Any) -> Iterator[str]:
+    """Every "__class__" value in a decoded JSON document (what Prefect's JSON decoder would import)."""
+    if isinstance(value, dict):
+        if "__class__" in value:
+            yield str(value["__class__"])
+        for item in value.values():
+            yield from _class_names(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _class_names(item)
+
+
+class RunResultStorage(LocalFileSystem):
+    """A local folder of task results whose records are checked (`check_result_record`) before Prefect
+    decodes them."""
+
+    _block_type_name = "cxr-audit run results"  # its own block type, not a replacement of LocalFileSystem's
+
+    async def aread_path(self, path: str) -> bytes:
+        content = await super().aread_path(path)
+        _checked(self._resolve_path(path), content)
+        return content
+
+    def read_path(self, path: str, _sync: bool = True) -> bytes:
+        """The record at `path`, checked (`_sync`: Prefect's flag for a synchronous call; this one always is)."""
+        resolved = self._resolve_path(path)
+        if not resolved.is_file():
+            raise ValueError(f"Path {resolved} does not exist.")  # Prefect's own message for a missing record
+        content = resolved.read_bytes()
+        _checked(resolved, content)
+        return content
+
+
+def _checked(path: Path, content: bytes) -> None:
+    """`check_result_record`, its refusal logged as a warning (Prefect handles the error quietly)."""
+    try:
+        check_result_record(path, content)
+    except ResultRecordError as error:
+        LOG.warning("refused a stored task result: %s", error)
+        raise
+
+
+def store_results_in(folder: Path) -> None:
+    """Persist this flow run's task results (the resume records) in `folder`, not in PREFECT_HOME/storage,
+    through `RunResultStorage`.
+
+    The cache keys are content keys without the run folder, so with a shared store a run into another folder
+    with the same inputs would get the first folder's results, paths included. The store is part of the flow
+    run context, which Prefect also hands to Dask workers. (The PREFECT_RESULTS_LOCAL_STORAGE_PATH setting is
+    read only when a flow run starts.)
+    """
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    storage = RunResultStorage(basepath=str(folder.resolve()))
+    context.result_store = context.result_store.model_copy(update={"result_storage": storage})
