@@ -293,7 +293,8 @@ def audit_flow(config: AuditConfig) -> dict:
             LOG.info("removed %s, left by an interrupted write", stale)
         store_results_in(run_dir / ".prefect" / "results")
         write_text(run_dir / "config.yaml", config.to_yaml())
-        data = prepare_data(config, key=content_key("data", config.data, _data_state(config)))
+        data = _fresh(prepare_data, run_dir / "data_quality.json")(
+            config, key=content_key("data", config.data, _data_state(config)))
         audited = data.tests[data.audit_split]
         train_records = data.train.records()
         tests = {name: split.records() for name, split in data.tests.items()}

@@ -23,7 +23,7 @@ import json
 from collections.abc import Hashable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
@@ -37,6 +37,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from datasets.covidx import DuplicatePolicy
 from pipeline.audit import AuditConfig as AuditSettings
 from pipeline.clean import CleanConfig
 from pipeline.explain import ExplainConfig
@@ -87,7 +88,7 @@ class DataConfig(_Strict):
         "test": "test_synthetic.txt", "test_decorrelated": "test_decorrelated_synthetic.txt"})
     audit_split: str = "test"
     synthetic: SyntheticData = SyntheticData()
-    duplicates: Literal["keep_first", "error"] = "keep_first"
+    duplicates: DuplicatePolicy = "keep_first"
     allow_patient_overlap: bool = False
 
     @model_validator(mode="after")
