@@ -4,10 +4,10 @@ CRAFT, trained on words in scene photographs, often gives a single letter a regi
 threshold (a dark "L" on a bright film, a light "L" on a dark plate). Burned-in letters are drawn at the
 film's extreme grey levels with crisp edges, which anatomy is not, so they can be found by their shape:
 
-1. threshold the film at a saturation level (`TextConfig.glyph_level`), once for dark ink and once for
-   light ink (the negative film);
-2. keep the connected regions as tall as a burned-in letter (`glyph_min_height` to `glyph_max_height`
-   of the film's long side), letter-shaped (width `ASPECT` of the height, filling `FILL` of their
+1. threshold the film at a saturation level (`level`; in detection `TextConfig.marker_level`, the
+   markers' level), once for dark ink and once for light ink (the negative film);
+2. keep the connected regions as tall as a burned-in letter (`min_height` to `max_height` of the film's
+   long side), letter-shaped (width `ASPECT` of the height, filling `FILL` of their
    bounding box: strokes, not blobs) and drawn with strokes (mean stroke width at most `STROKE` of the
    height);
 3. that stand out: the band just outside the region is at least `CONTRAST` away from the ink level
