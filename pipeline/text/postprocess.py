@@ -73,16 +73,13 @@ def with_glyphs(boxes: list[TextBox], glyphs: list[TextBox]) -> list[TextBox]:
     (half its area) within a box is part of it; a box that holds exactly one glyph covering `GLYPH_SHARE`
     of it is that letter, drawn loosely (CRAFT's box of a single letter is often a letter too wide), and
     takes the glyph's tight box; glyphs outside every box are added."""
-    out = []
+    out, placed = [], set()
     for box in boxes:
-        inside = [glyph for glyph in glyphs if _overlap(glyph, box) >= 0.5 * glyph.area]
-        out.append(inside[0] if len(inside) == 1 and inside[0].area >= GLYPH_SHARE * box.area else box)
-    return out + [glyph for glyph in glyphs if not any(_overlap(glyph, box) >= 0.5 * glyph.area for box in boxes)]
-
-
-def _overlap(a: TextBox, b: TextBox) -> int:
-    """Pixels shared by two boxes."""
-    return max(0, min(a.x1, b.x1) - max(a.x0, b.x0)) * max(0, min(a.y1, b.y1) - max(a.y0, b.y0))
+        inside = [index for index, glyph in enumerate(glyphs) if within(glyph, box, 0.5)]
+        placed.update(inside)
+        letter = glyphs[inside[0]] if len(inside) == 1 else None
+        out.append(letter if letter is not None and letter.area >= GLYPH_SHARE * box.area else box)
+    return out + [glyph for index, glyph in enumerate(glyphs) if index not in placed]
 
 
 def grow_to_plate(image: np.ndarray, box: TextBox, tolerance: float = 0.04, max_grow: float = 1.0,
