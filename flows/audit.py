@@ -40,6 +40,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.context import FlowRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from datasets.atomic import remove_stale_temporaries, sha256_of, write_text
@@ -334,7 +335,8 @@ def audit_flow(config: AuditConfig) -> dict:
                 sha256_of(run_dir / "audit" / "a.csv"), config.compare))
         _seed_runs(run_dir, config, data, train_records, pp_train, tests)
         write_rejected(run_dir)
-        summary = write_summary(run_dir, data, list(tests), time.perf_counter() - started)
+        summary = write_summary(run_dir, data, list(tests), time.perf_counter() - started,
+                                task_runner=describe_task_runner(FlowRunContext.get().task_runner))
         _artifacts(run_dir, summary)
         if config.report:
             from reports import render
@@ -516,10 +518,12 @@ def write_rejected(run_dir: Path) -> Path:
 # ---- summary and artifacts --------------------------------------------------------------------------
 
 
-def write_summary(run_dir: Path, data: Data, splits: Sequence[str], seconds: float) -> dict:
-    """summary.json: the headline numbers of docs/run-directory.md, read from the run's tables."""
+def write_summary(run_dir: Path, data: Data, splits: Sequence[str], seconds: float, *, task_runner: str) -> dict:
+    """summary.json: the headline numbers of docs/run-directory.md, read from the run's tables; `task_runner`:
+    where the per-image work ran (`describe_task_runner`)."""
     covid = train_stage.positive_label(read_meta(run_dir / "models" / "a.safetensors").labels)
-    summary: dict = {"run_id": run_dir.name, "seconds": round(seconds, 1), "synthetic": data.synthetic,
+    summary: dict = {"run_id": run_dir.name, "seconds": round(seconds, 1), "task_runner": task_runner,
+                     "synthetic": data.synthetic,
                      "versions": {package: version(package) for package in VERSIONED},
                      "dataset": {split.name: len(split.records()) for split in (data.train, *data.tests.values())}}
     metrics = pd.read_csv(run_dir / "compare" / "metrics.csv")
@@ -589,6 +593,16 @@ def _artifacts(run_dir: Path, summary: dict) -> None:
 def run_audit(config: AuditConfig) -> dict:
     """Run `audit_flow` on the task runner the config asks for."""
     return audit_flow.with_options(task_runner=make_task_runner(config))(config)
+
+
+def describe_task_runner(runner: object) -> str:
+    """The task runner a flow run actually ran on, in words: its class, and for Dask the cluster."""
+    name = type(runner).__name__
+    if name != "DaskTaskRunner":
+        return name
+    if runner.address is not None:
+        return f"{name} (scheduler {runner.address})"
+    return f"{name} (local cluster, {runner.cluster_kwargs.get('n_workers', 'default')} workers)"
 
 
 def make_task_runner(config: AuditConfig) -> object:

@@ -202,8 +202,10 @@ def _section_run(run: Run, summary: Mapping) -> Section:
     section = Section(1, "What was run")
     if summary:
         seconds = summary.get("seconds")
+        runner = summary.get("task_runner")
         section.blocks.append(Text(f"Run {summary.get('run_id', run.root.name)}; time taken: "
-                                   f"{_number(seconds, 0) + ' s' if seconds is not None else 'not recorded'}."))
+                                   f"{_number(seconds, 0) + ' s' if seconds is not None else 'not recorded'}"
+                                   + (f"; per-image work ran on {runner}." if runner else ".")))
     else:
         section.missing.append("summary.json")
     counts = [frame.assign(split=split, source=_source(frame)).groupby(["split", "label", "source"]).size()
