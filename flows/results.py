@@ -9,14 +9,18 @@ whose result names only the classes in `RESULT_CLASSES`. Anything else (a pickle
 decoder, a class from elsewhere, a truncated file) raises `ResultRecordError` naming the file, logged as
 a warning; Prefect then takes the record as missing and the task runs again, writing a sound record in its
 place. Nothing in the refused file is executed.
+
+A path inside the run folder is stored relative to it (`RUN_MARK` + "/models/a.safetensors") and read
+back inside the folder the rerun runs in, so a run folder that was moved or copied elsewhere reuses its
+own results and never reads or writes the old folder; paths outside it (a COVIDx folder) stay absolute.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from prefect.filesystems import LocalFileSystem
@@ -26,6 +30,7 @@ LOG = logging.getLogger(__name__)
 # The result classes a task of the audit flow returns (`flows.audit`): run files and the dataset.
 RESULT_CLASSES = frozenset({"pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.Path", "flows.audit.Data"})
 RESULT_SERIALIZER = "json"
+RUN_MARK = "<run>"  # a stored path starting with this lies inside the run folder
 _EXPECTED_SERIALIZER = JSONSerializer().model_dump(mode="json")
 
 
@@ -70,25 +75,77 @@ def _class_names(value: Any) -> Iterator[str]:
             yield from _class_names(item)
 
 
+def _with_paths(content: bytes, change: Callable[[str], str]) -> bytes:
+    """A JSON result record with `change` applied to every stored path: in its result and its storage key."""
+    record = json.loads(content)
+    record["result"] = json.dumps(_paths_changed(json.loads(record["result"]), change))
+    if isinstance(record["metadata"].get("storage_key"), str):
+        record["metadata"]["storage_key"] = change(record["metadata"]["storage_key"])
+    return json.dumps(record).encode()
+
+
+def _paths_changed(value: Any, change: Callable[[str], str]) -> Any:
+    """A decoded JSON result with `change` applied to every string in it (the encoded paths: a `Path` as the
+    data of its class entry, the path fields of `Data` as plain strings); `change` leaves other text alone."""
+    if isinstance(value, dict):
+        return {key: _paths_changed(item, change) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_paths_changed(item, change) for item in value]
+    return change(value) if isinstance(value, str) else value
+
+
+def run_relative(text: str, run_folder: Path) -> str:
+    """`text` as stored: `RUN_MARK`/<path relative to the run folder> when it is an absolute path inside it,
+    else unchanged."""
+    if not text.startswith("/"):
+        return text
+    try:
+        return "/".join((RUN_MARK, *Path(text).relative_to(run_folder).parts))
+    except ValueError:
+        return text
+
+
+def in_run_folder(path: str, run_folder: Path) -> str:
+    """A stored path read back: `RUN_MARK`/... resolved inside `run_folder`, any other path unchanged."""
+    parts = PurePosixPath(path).parts
+    if not parts or parts[0] != RUN_MARK:
+        return path
+    return str(run_folder.joinpath(*parts[1:]))
+
+
 class RunResultStorage(LocalFileSystem):
     """A local folder of task results whose records are checked (`check_result_record`) before Prefect
-    decodes them."""
+    decodes them, with paths inside `run_folder` stored relative to it."""
 
     _block_type_name = "cxr-audit run results"  # its own block type, not a replacement of LocalFileSystem's
+    run_folder: str
+
+    def _stored(self, content: bytes) -> bytes:
+        return _with_paths(content, lambda path: run_relative(path, Path(self.run_folder)))
+
+    def _loaded(self, path: str, content: bytes) -> bytes:
+        _checked(self._resolve_path(path), content)
+        return _with_paths(content, lambda stored: in_run_folder(stored, Path(self.run_folder)))
 
     async def aread_path(self, path: str) -> bytes:
-        content = await super().aread_path(path)
-        _checked(self._resolve_path(path), content)
-        return content
+        return self._loaded(path, await super().aread_path(path))
 
     def read_path(self, path: str, _sync: bool = True) -> bytes:
         """The record at `path`, checked (`_sync`: Prefect's flag for a synchronous call; this one always is)."""
         resolved = self._resolve_path(path)
         if not resolved.is_file():
             raise ValueError(f"Path {resolved} does not exist.")  # Prefect's own message for a missing record
-        content = resolved.read_bytes()
-        _checked(resolved, content)
-        return content
+        return self._loaded(path, resolved.read_bytes())
+
+    async def awrite_path(self, path: str, content: bytes) -> str:
+        return await super().awrite_path(path, self._stored(content))
+
+    def write_path(self, path: str, content: bytes, _sync: bool = True) -> str:
+        """Write the record at `path` with its run-folder paths made relative (`_sync`: as in `read_path`)."""
+        resolved = self._resolve_path(path)
+        resolved.parent.mkdir(parents=True, exist_ok=True)
+        resolved.write_bytes(self._stored(content))
+        return str(resolved)
 
 
 def _checked(path: Path, content: bytes) -> None:
@@ -100,9 +157,9 @@ def _checked(path: Path, content: bytes) -> None:
         raise
 
 
-def store_results_in(folder: Path) -> None:
-    """Persist this flow run's task results (the resume records) in `folder`, not in PREFECT_HOME/storage,
-    through `RunResultStorage`.
+def store_results_in(run_folder: Path) -> None:
+    """Persist this flow run's task results (the resume records) in `<run_folder>/.prefect/results`, not in
+    PREFECT_HOME/storage, through `RunResultStorage`.
 
     The cache keys are content keys without the run folder, so with a shared store a run into another folder
     with the same inputs would get the first folder's results, paths included. The store is part of the flow
@@ -112,5 +169,6 @@ def store_results_in(folder: Path) -> None:
     from prefect.context import FlowRunContext
 
     context = FlowRunContext.get()
-    storage = RunResultStorage(basepath=str(folder.resolve()))
+    run_folder = run_folder.resolve()
+    storage = RunResultStorage(basepath=str(run_folder / ".prefect" / "results"), run_folder=str(run_folder))
     context.result_store = context.result_store.model_copy(update={"result_storage": storage})

@@ -482,6 +482,16 @@ def _copy(source: Path, output: Path, link: bool) -> None:
         shutil.copyfile(source, temporary)
 
 
+def expected_outputs(dst_root: str | Path) -> list[Path]:
+    """The files a finished build at `dst_root` holds by its manifest: every image written and the split files
+    listing them ([] without a manifest). One of them missing means the build must run again (it then redoes
+    only what is missing)."""
+    dst = Path(dst_root)
+    kept = [row for row in _read_manifest(dst / MANIFEST).values() if row.status != "rejected"]
+    split_files = sorted({name for row in kept for name in row.split_files.split(";")})
+    return [dst / row.output for row in kept] + [dst / name for name in split_files]
+
+
 def _read_manifest(path: Path) -> dict[str, ManifestRow]:
     if not path.is_file():
         return {}

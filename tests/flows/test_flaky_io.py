@@ -73,7 +73,7 @@ def run_stage(stage: str, run_dir: Path, source: Path, records: list) -> Path:
 
     @flow(name=f"flaky-{stage}")
     def probe() -> None:
-        stages.store_results_in(run_dir / ".prefect" / "results")  # as audit_flow does
+        stages.store_results_in(run_dir)  # as audit_flow does
         if stage == "detect-text":
             stages.detect_text_chunk(records, run_dir / "detections.csv", config, "test", key=key)
         elif stage == "predict":

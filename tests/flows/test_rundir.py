@@ -13,7 +13,7 @@ import pytest
 from prefect import flow
 from typer.testing import CliRunner
 
-from flows.audit import prepare_data, store_results_in
+from flows.audit import generate_synthetic, prepare_data, store_results_in
 from flows.cli import app
 from flows.rundir import LOCK_FILE, RunInUseError, RunLock, content_key
 from tests.flows.conftest import tiny_config
@@ -112,7 +112,8 @@ def test_two_run_folders_with_the_same_inputs_keep_their_own_results(prefect_ser
 
         @flow(name=f"store-{name}")
         def probe(run_dir: Path = run_dir) -> Path:
-            store_results_in(run_dir / ".prefect" / "results")
+            store_results_in(run_dir)
+            generate_synthetic(tiny_config(run_dir))
             return prepare_data(tiny_config(run_dir), key=key).root
 
         roots.append(probe())
