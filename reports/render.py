@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 import pandas as pd
+import yaml
 
 from reports import crops
 from reports.figures import Panel, confusion_png, distribution_png, panels_png
@@ -233,10 +233,21 @@ def _section_run(run: Run, summary: Mapping) -> Section:
     if config is None:
         section.missing.append("config.yaml")
     else:
-        seeds = [line.strip() for line in config.splitlines() if re.search(r"seed\w*\s*:", line)]
-        section.blocks.append(Text("Seeds: " + ("; ".join(seeds) if seeds else "none in config.yaml") + "."))
+        seeds = "; ".join(f"{key}: {value}" for key, value in seed_settings(yaml.safe_load(config) or {}))
+        section.blocks.append(Text("Seeds: " + (seeds or "none in config.yaml") + "."))
         section.blocks.append(Code(config))
     return section
+
+
+def seed_settings(config: Mapping, prefix: str = "") -> list[tuple[str, object]]:
+    """Every setting of a run's config whose name holds "seed", by dotted key ("train.seed", ...)."""
+    found: list[tuple[str, object]] = []
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            found += seed_settings(value, f"{prefix}{key}.")
+        elif "seed" in str(key):
+            found.append((f"{prefix}{key}", value))
+    return found
 
 
 def _data_quality(quality: Mapping | None) -> list[Block]:

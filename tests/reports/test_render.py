@@ -151,3 +151,12 @@ def test_headless_chromium_renders_the_page(rendered: Path, tmp_path: Path) -> N
     assert pixels.std() > 0.05, "the screenshot is blank"
     # Rendered content reaches the lower part of the page (figures and tables laid out, not one error line).
     assert np.mean(pixels[1500:].std(axis=(1, 2)) > 0.01) > 0.2
+
+
+def test_the_seeds_line_names_each_seed_by_its_setting():
+    from reports.render import seed_settings
+
+    config = {"data": {"synthetic": {"seed": 3, "n_train": 10}}, "train": {"seed": 0, "epochs": 2},
+              "compare": {"seed": 7, "extra_train_seeds": [1, 2]}, "report": True}
+    assert seed_settings(config) == [("data.synthetic.seed", 3), ("train.seed", 0), ("compare.seed", 7),
+                                     ("compare.extra_train_seeds", [1, 2])]
