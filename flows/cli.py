@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from flows.settings import use_offline_prefect
+from flows.signals import end_children_on_termination
 
 if TYPE_CHECKING:
     from flows.config import AuditConfig
@@ -55,6 +56,7 @@ def _audit(config_path: Path | None, **overrides: object) -> None:
     from flows.audit import percent, run_audit
     from flows.rundir import RunInUseError
 
+    end_children_on_termination()  # Prefect's temporary server and Dask's workers die with this process
     started = time.perf_counter()
     try:
         summary = run_audit(config)
@@ -230,9 +232,10 @@ def serve(
     cron: Annotated[str, typer.Option(help="Cron schedule of the audit (default: nightly at 02:00).")] = "0 2 * * *",
     name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly-dataset-audit",
 ) -> None:
-    """Serve the audit as a scheduled Prefect deployment (needs a Prefect server: PREFECT_API_URL)."""
-    loaded = _config(config)
-    from flows.audit import audit_flow
+    """Serve the audit as a scheduled Prefect deployment (needs a Prefect server: PREFECT_API_URL); each run
+    reads the config file again and runs on the task runner it asks for (flows/deploy.py)."""
+    _config(config)
+    from flows.deploy import scheduled_audit
 
     typer.echo(f"serving {name!r} on cron {cron!r} (Ctrl-C stops)")
-    audit_flow.serve(name=name, cron=cron, parameters={"config": loaded.model_dump(mode="json")})
+    scheduled_audit.serve(name=name, cron=cron, parameters={"config_file": str(config.resolve())} if config else {})

@@ -117,12 +117,3 @@ def test_the_audit_benchmark_config_is_the_demo_with_the_default_canvas():
     with_the_demo_canvas = load_config(ROOT / "configs" / "audit_synthetic.yaml", run_dir=demo.run_dir, text=demo.text)
     assert with_the_demo_canvas == demo  # the text settings reach the cleaning configs too
 
-
-def test_prefect_yaml_deployments_carry_valid_configs_and_a_nightly_schedule():
-    document = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    deployments = {item["name"]: item for item in document["deployments"]}
-    for deployment in deployments.values():
-        module, function = deployment["entrypoint"].split(":")
-        assert (ROOT / module).is_file() and function == "audit_flow"
-        AuditConfig.model_validate(deployment["parameters"]["config"])
-    assert deployments["nightly-dataset-audit"]["schedules"][0]["cron"] == "0 2 * * *"

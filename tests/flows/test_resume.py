@@ -22,11 +22,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flow-runs")]  # one wor
 BIN = Path(sys.executable).parent
 
 
-def start(config: Path, run_dir: Path, env: dict, cwd: Path | None = None) -> subprocess.Popen:
-    """`cxr-audit demo` into `run_dir` (relative to `cwd`, default the run folder's parent)."""
+def start(config: Path, run_dir: Path, env: dict, cwd: Path | None = None, *options: str) -> subprocess.Popen:
+    """`cxr-audit demo [options]` into `run_dir` (relative to `cwd`, default the run folder's parent)."""
     cwd = cwd or run_dir.parent
     out = os.path.relpath(run_dir, cwd)
-    return subprocess.Popen([str(BIN / "cxr-audit"), "demo", "--config", str(config), "--out", out], env=env,
+    return subprocess.Popen([str(BIN / "cxr-audit"), "demo", "--config", str(config), "--out", out, *options], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=cwd)
 
 

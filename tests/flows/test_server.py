@@ -1,9 +1,11 @@
-"""A real Prefect server on loopback (`prefect server start`) and the CLI's audit run against it, on a
-2-worker local Dask cluster: the flow run is recorded by the server with its artifacts, and its outputs
-equal those of the local runner (conftest's `local_run`)."""
+"""A real Prefect server on loopback (`prefect server start`), `cxr-audit serve` of a config that asks for a
+2-worker local Dask cluster, and one run of the served deployment: the server records the flow run, its audit
+subflow and their artifacts, the audit ran on Dask, and its outputs equal those of the local runner
+(conftest's `local_run`)."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from tests.flows.conftest import TINY
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flow-runs")]  # one worker runs every flow run
 BIN = Path(sys.executable).parent
+FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
 def tiny_yaml(path: Path) -> Path:
@@ -76,19 +79,57 @@ def server(tmp_path_factory):
         process.kill()
 
 
-def test_the_cli_runs_the_audit_on_dask_against_a_real_server(server, local_run, tmp_path):
+def serve(config: Path, env: dict, log: Path) -> subprocess.Popen:
+    """`cxr-audit serve` of `config` as the deployment 'scheduled-dataset-audit/t', on a cron that does not fire
+    during the test (1 January); output to `log`."""
+    with log.open("w") as out:
+        return subprocess.Popen([str(BIN / "cxr-audit"), "serve", "--config", str(config), "--cron", "0 0 1 1 *",
+                                 "--name", "t"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=Path(__file__).parents[2])
+
+
+def until(ready, process: subprocess.Popen, log: Path, timeout: float, what: str):
+    """Poll `ready()` every second until it returns something true, while `process` (output in `log`) runs."""
+    deadline = time.monotonic() + timeout
+    while not (found := ready()):
+        assert process.poll() is None, f"cxr-audit serve exited: {log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"{what} within {timeout:.0f} s: {log.read_text()[-3000:]}"
+        time.sleep(1)
+    return found
+
+
+def ended(url: str, run_id: str) -> dict | None:
+    """The flow run's final state; None while it has not ended."""
+    state = api(url, f"/flow_runs/{run_id}")["state"]
+    return state if state["type"] in FINAL else None
+
+
+def test_the_served_deployment_runs_the_audit_on_dask_against_a_real_server(server, local_run, tmp_path):
     url, env = server
     local_dir, local_summary = local_run
     config = tiny_yaml(tmp_path / "tiny.yaml")
     run_dir = tmp_path / "dask"
-    result = subprocess.run([str(BIN / "cxr-audit"), "demo", "--config", str(config), "--out", str(run_dir),
-                             "--dask-workers", "2"], env=env, capture_output=True, text=True, timeout=900,
-                            cwd=Path(__file__).parents[2])
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "COVID-19 recall on test_decorrelated" in result.stdout
+    settings = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**settings, "run_dir": str(run_dir), "runner": {"dask_workers": 2}}))
+    log = tmp_path / "serve.log"
+    process = serve(config, env, log)
+    try:
+        deployment = until(lambda: api(url, "/deployments/filter", {"deployments": {"name": {"any_": ["t"]}}}),
+                           process, log, 120, "no deployment 't'")[0]
+        run_id = api(url, f"/deployments/{deployment['id']}/create_flow_run", {})["id"]
+        state = until(lambda: ended(url, run_id), process, log, 900, "the flow run did not end")
+        assert state["type"] == "COMPLETED", f"{state}: {log.read_text()[-3000:]}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
 
-    runs = api(url, "/flow_runs/filter", {})
-    assert len(runs) == 1 and runs[0]["state_type"] == "COMPLETED"
+    runs = [run for run in api(url, "/flow_runs/filter", {}) if run["state_type"] != "SCHEDULED"]  # not the cron's
+    flows = {flow["id"]: flow["name"] for flow in api(url, "/flows/filter", {})}
+    assert sorted(flows[run["flow_id"]] for run in runs) == ["dataset-audit", "scheduled-dataset-audit"]
+    assert {run["state_type"] for run in runs} == {"COMPLETED"}
     keys = {artifact["key"] for artifact in api(url, "/artifacts/filter", {})}
     assert {"audit-headline", "audit-metrics", "audit-report", "text-detection", "explain-a"} <= keys
 
@@ -102,6 +143,7 @@ def test_the_cli_runs_the_audit_on_dask_against_a_real_server(server, local_run,
         np.testing.assert_allclose(a["saliency"], b["saliency"], atol=1e-5)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["a"] == local_summary["a"] and summary["b"] == local_summary["b"]
+    assert summary["task_runner"].startswith("DaskTaskRunner"), summary["task_runner"]
     # The Dask workers persisted their tasks' results in the run folder's store, none in PREFECT_HOME's.
     assert len(os.listdir(run_dir / ".prefect" / "results")) > 10
     assert not list((Path(env["PREFECT_HOME"]) / "storage").glob("*"))
