@@ -42,7 +42,8 @@ STRATUM_KEY = ["split", "stratum_kind", "stratum"]
 PAIR_COUNTS = ["n", "both_correct", "a_only", "b_only", "both_wrong", "p_value"]
 MCNEMAR_COLUMNS = [*STRATUM_KEY, *PAIR_COUNTS, "stuart_maxwell_statistic", "stuart_maxwell_df", "stuart_maxwell_p"]
 CLASS_MCNEMAR_COLUMNS = [*STRATUM_KEY, "label", *PAIR_COUNTS]
-METRICS_COLUMNS = [*STRATUM_KEY, "model", "metric", "value", "ci_low", "ci_high"]
+METRICS_COLUMNS = [*STRATUM_KEY, "model", "metric", "n", "value", "ci_low", "ci_high"]
+MIN_INTERVAL_N = 10  # a metric resting on fewer images gets no interval (the bootstrap cannot carry it)
 CONFUSION_COLUMNS = ["split", "model", "true", "predicted", "count", "row_fraction"]
 
 
@@ -351,8 +352,9 @@ def _stratum_metrics(
     n_resamples: int,
     confidence: float,
     rng: np.random.Generator,
-) -> list[tuple[str, str, float, float, float]]:
-    """(model, metric, value, ci_low, ci_high) rows for a, b and b − a on one stratum."""
+) -> list[tuple[str, str, int, float, float, float]]:
+    """(model, metric, n, value, ci_low, ci_high) rows for a, b and b − a on one stratum; no interval for a
+    metric resting on fewer than MIN_INTERVAL_N images (`metric_counts`)."""
     _, codes = np.unique(patients, return_inverse=True)
     resamples = cluster_weights(codes, n_resamples, rng)
     ones = np.ones((1, len(patients)))
@@ -361,15 +363,32 @@ def _stratum_metrics(
     shared = [name for name in point["a"] if name in point["b"]]
     point[DIFFERENCE] = {name: point["b"][name] - point["a"][name] for name in shared}
     boot[DIFFERENCE] = {name: boot["b"][name] - boot["a"][name] for name in shared}
+    counts = {m: metric_counts(e, labels) for m, e in models.items()}
+    counts[DIFFERENCE] = {name: min(counts["a"][name], counts["b"][name]) for name in shared}
     rows = []
     for model in (*MODELS, DIFFERENCE):
         names = list(point[model])
         low, high = percentile_interval(np.stack([boot[model][name] for name in names], axis=1), confidence)
         for j, name in enumerate(names):
-            value = float(point[model][name][0])
-            undefined = np.isnan(value)
-            rows.append((model, name, value, np.nan if undefined else low[j], np.nan if undefined else high[j]))
+            value, n = float(point[model][name][0]), counts[model][name]
+            no_interval = np.isnan(value) or n < MIN_INTERVAL_N
+            rows.append((model, name, n, value, np.nan if no_interval else low[j], np.nan if no_interval else high[j]))
     return rows
+
+
+def metric_counts(encoded: _Encoded, labels: Sequence[str]) -> dict[str, int]:
+    """The images each metric of `metric_values` rests on: recall of c, the images of class c; precision, those
+    predicted c; F1, those of class c or predicted c; AUC of c, the smaller of its positives and negatives;
+    the overall and macro metrics, every image. For b − a the smaller count of the two models is used."""
+    n = len(encoded.true)
+    counts = {name: n for name in ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1",
+                                   "macro_auc")}
+    for k, label in enumerate(labels):
+        true, predicted = encoded.true == k, encoded.pred == k
+        counts.update({f"precision_{label}": int(predicted.sum()), f"recall_{label}": int(true.sum()),
+                       f"f1_{label}": int((true | predicted).sum()),
+                       f"auc_{label}": int(min(true.sum(), n - true.sum()))})
+    return counts
 
 
 def _confusion_rows(split: str, models: Mapping[str, _Encoded], labels: Sequence[str]) -> list[tuple]:

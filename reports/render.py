@@ -169,9 +169,22 @@ def _p(value: float) -> str:
     return "" if value is None or math.isnan(value) else f"{value:.2g}"
 
 
-def _with_ci(value: float, low: float, high: float) -> str:
+def _with_ci(value: float, low: float, high: float, n: float | None = None) -> str:
+    """"value [low, high] (n=N)": a defined value without an interval rests on too few images for one
+    (pipeline.compare.MIN_INTERVAL_N) and says so; `n` None: a table written before metrics counted images."""
     interval = f" [{_number(low)}, {_number(high)}]" if not (math.isnan(low) or math.isnan(high)) else ""
-    return _number(value) + interval
+    if n is None or math.isnan(n):
+        return _number(value) + interval
+    if not interval and not math.isnan(value):
+        return f"{_number(value)} (n={int(n)}: too few images for an interval)"
+    return f"{_number(value)}{interval} (n={int(n)})"
+
+
+def _cells(metrics: pd.DataFrame) -> list[str]:
+    """`_with_ci` of every metrics row (with its n when the table has one)."""
+    counts = metrics["n"] if "n" in metrics else pd.Series(np.nan, index=metrics.index)
+    return [_with_ci(value, low, high, n) for value, low, high, n in
+            zip(metrics["value"], metrics["ci_low"], metrics["ci_high"], counts, strict=True)]
 
 
 def _display(frame: pd.DataFrame) -> pd.DataFrame:
@@ -286,7 +299,7 @@ def _confusion(frame: pd.DataFrame, title: str) -> list[Block]:
 def _metric_table(metrics: pd.DataFrame, model: str) -> pd.DataFrame:
     """metric × split cells "value [ci_low, ci_high]" of one model on all images."""
     rows = metrics[(metrics["model"] == model) & (metrics["stratum_kind"] == "all")]
-    cells = rows.assign(cell=[_with_ci(*r) for r in rows[["value", "ci_low", "ci_high"]].itertuples(index=False)])
+    cells = rows.assign(cell=_cells(rows))
     return cells.pivot(index="metric", columns="split", values="cell").reset_index().rename_axis(columns=None)
 
 
@@ -464,9 +477,14 @@ def _verdict(summary: Mapping, metrics: pd.DataFrame, mcnemar: pd.DataFrame) -> 
         if not {"a", "b", "b-a"} <= set(values.index):
             continue
         diff, low, high = values.loc["b-a", ["value", "ci_low", "ci_high"]]
+        n = values.loc["b-a"].get("n", float("nan"))
         p = tests.get(split, float("nan"))
+        if not math.isnan(n) and math.isnan(low) and not math.isnan(diff):  # too few images for an interval
+            lines.append(f"On {split}, {covid} rests on {int(n)} image(s) (A {_number(values.loc['a', 'value'])}, "
+                         f"B {_number(values.loc['b', 'value'])}): too few for an interval or a verdict.")
+            continue
         line = (f"On {split}, {covid} is {_number(values.loc['a', 'value'])} for A and "
-                f"{_number(values.loc['b', 'value'])} for B: difference {_with_ci(diff, low, high)}, "
+                f"{_number(values.loc['b', 'value'])} for B: difference {_with_ci(diff, low, high, n)}, "
                 f"McNemar p = {_p(p) or 'not computed'}.")
         if not p < ALPHA:
             line += (f" Not significant at p < {ALPHA}: the numbers do not show that removing the text changed "
@@ -506,7 +524,7 @@ def _section_compare(run: Run, summary: Mapping, metrics: pd.DataFrame | None) -
     if section.missing:
         return section
     section.blocks.extend(Text(line, kind="verdict") for line in _verdict(summary, metrics, mcnemar))
-    cells = metrics.assign(cell=[_with_ci(*r) for r in metrics[["value", "ci_low", "ci_high"]].itertuples(index=False)])
+    cells = metrics.assign(cell=_cells(metrics))
     wide = cells.pivot_table(index=["split", "stratum_kind", "stratum", "metric"], columns="model", values="cell",
                              aggfunc="first").reindex(columns=["a", "b", "b-a"]).reset_index()
     wide = wide.rename(columns={"a": "A", "b": "B", "b-a": "B − A"}).rename_axis(columns=None)

@@ -9,6 +9,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, precision_r
 
 from pipeline.compare import (
     DEFAULT_LABELS,
+    MIN_INTERVAL_N,
     Comparison,
     cluster_weights,
     compare_predictions,
@@ -213,7 +214,7 @@ def test_stuart_maxwell_matches_formula() -> None:
 
 def test_intervals_contain_point_estimates_and_percentiles_match_numpy() -> None:
     before, after = random_tables()
-    rows = compare_predictions(before, after, n_resamples=300).metrics.dropna(subset=["value"])
+    rows = compare_predictions(before, after, n_resamples=300).metrics.dropna(subset=["value", "ci_low"])
     assert (rows["ci_low"] <= rows["value"] + 1e-12).all()
     assert (rows["value"] <= rows["ci_high"] + 1e-12).all()
     samples = np.random.default_rng(2).normal(size=(101, 4))
@@ -231,6 +232,7 @@ def test_perfect_models_give_zero_width_intervals() -> None:
     probs = np.stack([(perfect["label"] == label).to_numpy(float) for label in DEFAULT_LABELS], axis=1)
     perfect[[f"prob_{label}" for label in DEFAULT_LABELS]] = probs
     rows = compare_predictions(perfect, perfect.copy(), n_resamples=200).metrics
+    rows = rows[rows["n"] >= MIN_INTERVAL_N]
     assert not rows[["value", "ci_low", "ci_high"]].isna().any().any()
     assert (rows["ci_low"] == rows["ci_high"]).all()
     assert (rows.loc[rows["model"] != "b-a", "value"] == 1.0).all()
@@ -292,6 +294,27 @@ def test_after_order_and_flag_from_one_table() -> None:
         compare_predictions(before.assign(flagged=True), after, n_resamples=10)
 
 
+def test_metrics_count_their_images_and_small_counts_get_no_interval() -> None:
+    before, after = random_tables()
+    rows = compare_predictions(before, after, n_resamples=100).metrics
+    for model, table_ in (("a", before), ("b", after)):
+        overall = rows[(rows.stratum_kind == "all") & (rows.model == model)].set_index("metric")
+        assert overall.loc["accuracy", "n"] == len(table_)
+        assert overall.loc["recall_COVID-19", "n"] == (table_.label == "COVID-19").sum()
+        assert overall.loc["precision_COVID-19", "n"] == (table_.predicted == "COVID-19").sum()
+        f1_images = (table_.label == "COVID-19") | (table_.predicted == "COVID-19")
+        assert overall.loc["f1_COVID-19", "n"] == f1_images.sum()
+        positives = (table_.label == "normal").sum()
+        assert overall.loc["auc_normal", "n"] == min(positives, len(table_) - positives)
+    a, b, difference = (rows[(rows.stratum_kind == "all") & (rows.model == m)].set_index("metric")
+                        for m in ("a", "b", "b-a"))
+    assert (difference.n == np.minimum(a.n, b.n)).all()
+    few = rows[rows.n < MIN_INTERVAL_N]
+    enough = rows[(rows.n >= MIN_INTERVAL_N) & rows.value.notna()]
+    assert len(few) and few[["ci_low", "ci_high"]].isna().all().all() and few.value.notna().any()
+    assert len(enough) and enough[["ci_low", "ci_high"]].notna().all().all()
+
+
 def test_stratum_missing_a_class_gives_nan() -> None:
     sources = ["s1"] * 7 + ["s2"] * 3  # s2 holds only COVID-19 images
     result = compare_predictions(
@@ -342,6 +365,7 @@ def test_splits_headline_and_written_tables(tmp_path) -> None:
         "stratum",
         "model",
         "metric",
+        "n",
         "value",
         "ci_low",
         "ci_high",

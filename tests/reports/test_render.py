@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -14,7 +15,7 @@ import pytest
 from matplotlib import image as mpimage
 
 import reports
-from reports.render import _verdict
+from reports.render import _cells, _verdict
 from tests.reports.conftest import PLANTED_HEADER, PLANTED_PATIENT, SUMMARY, write_tiny_run
 
 TITLES = ("What was run", "Classifier A", "Audit of A", "COVIDx++", "Classifier B vs A", "Re-audit of B")
@@ -126,6 +127,24 @@ def test_verdict_follows_the_numbers(b_recall: float, p: float, expected: str, a
     verdict = " ".join(_verdict({}, metrics, mcnemar))
     assert expected in verdict and absent not in verdict
     assert "one shortcut among several" in verdict
+
+
+def test_a_recall_over_too_few_images_gets_no_interval_and_no_verdict() -> None:
+    """One COVID-19 image: the comparison gives no interval (n < 10), the report says why and draws no
+    conclusion, even with a 'significant' McNemar p from the other classes."""
+    rows = [("test_decorrelated", "all", "all", model, "recall_COVID-19", 1, value, math.nan, math.nan)
+            for model, value in (("a", 1.0), ("b", 0.0), ("b-a", -1.0))]
+    metrics = pd.DataFrame(rows, columns=["split", "stratum_kind", "stratum", "model", "metric", "n", "value",
+                                          "ci_low", "ci_high"])
+    mcnemar = pd.DataFrame({"split": ["test_decorrelated"], "stratum_kind": ["all"], "p_value": [1e-4]})
+    verdict = " ".join(_verdict({}, metrics, mcnemar))
+    assert "rests on 1 image(s)" in verdict and "too few for an interval or a verdict" in verdict
+    assert "made B worse" not in verdict and "[-1.000, -1.000]" not in verdict
+    assert _cells(metrics) == ["1.000 (n=1: too few images for an interval)",
+                               "0.000 (n=1: too few images for an interval)",
+                               "-1.000 (n=1: too few images for an interval)"]
+    counted = metrics.assign(n=40, ci_low=[0.9, 0.0, -1.0], ci_high=[1.0, 0.1, -0.9])
+    assert _cells(counted)[0] == "1.000 [0.900, 1.000] (n=40)"
 
 
 def test_verdict_on_a_confounded_split_only_says_it_proves_little() -> None:
