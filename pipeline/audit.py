@@ -17,7 +17,8 @@ For every image with a saliency map (pipeline.explain) and text boxes (pipeline.
   decision rests there: on the synthetic benchmark no threshold on the share comes near the
   counterfactual's precision and recall, even on the true text boxes (benchmarks/results/audit_synthetic.md).
 
-A map that is zero everywhere (no evidence) counts as uniform, so its shares equal `text_area`.
+A map that is zero everywhere (no evidence) counts as uniform, so its shares equal `text_area`; `map_empty`
+marks it, and the report counts those maps per classifier.
 
 Writes, in the run directory (see docs/run-directory.md): audit/<m>.csv, audit/<m>_by_class.csv,
 audit/<m>_by_source.csv, audit/<m>_gallery.npz and audit/<m>_rejected.csv (`stage, split, filename,
@@ -71,8 +72,8 @@ CRITERIA = ("f1", "youden")
 # `truth_prediction_changed`) on a synthetic run; the CLI/flow should log the value it chose.
 DEFAULT_THRESHOLD = 0.15
 COLUMNS = ("filename", "patient_id", "source", "label", "predicted", "target_label", "text_share",
-           "text_top5_share", "text_area", "n_text_boxes", "flagged", "counterfactual", "cf_target_probability",
-           "cf_probability_drop", "cf_predicted", "cf_prediction_changed")
+           "text_top5_share", "text_area", "map_empty", "n_text_boxes", "flagged", "counterfactual",
+           "cf_target_probability", "cf_probability_drop", "cf_predicted", "cf_prediction_changed")
 TRUTH_COLUMNS = ("truth_text_share", "lesion_share")
 SUMMARY_COLUMNS = ("group", "images", "flagged", "flagged_rate", "mean_text_share", "mean_text_area",
                    "counterfactuals", "cf_changed_rate", "mean_cf_probability_drop")
@@ -443,7 +444,8 @@ def _audit_batch(model: nn.Module, meta: CheckpointMeta, records: Sequence[Recor
         row = {"filename": record.filename, "patient_id": record.patient_id, "source": record.source or "",
                "label": record.label, "predicted": meta.labels[predicted], "target_label": meta.labels[target],
                "text_share": round(share, _ROUND), "text_top5_share": round(top_share, _ROUND),
-               "text_area": round(float(region.mean()), _ROUND), "n_text_boxes": len(boxes), "flagged": flagged,
+               "text_area": round(float(region.mean()), _ROUND),
+               "map_empty": not bool(np.any(saliency[record.filename])), "n_text_boxes": len(boxes), "flagged": flagged,
                "counterfactual": False, "cf_target_probability": None, "cf_probability_drop": None,
                "cf_predicted": None, "cf_prediction_changed": None, "_target": target, "_probability": probs[target]}
         if truth is not None:

@@ -27,6 +27,7 @@ import yaml
 
 from reports import crops
 from reports.figures import Panel, confusion_png, distribution_png, panels_png
+from reports.saliency_shift import ShareShift, empty_maps, share_shift
 
 LOG = logging.getLogger(__name__)
 
@@ -466,8 +467,9 @@ def _section_covidx_pp(run: Run) -> Section:
     return section
 
 
-def _verdict(summary: Mapping, metrics: pd.DataFrame, mcnemar: pd.DataFrame) -> list[str]:
-    """Plain-language reading of the comparison, conditional on the numbers."""
+def _verdict(metrics: pd.DataFrame, mcnemar: pd.DataFrame, shift: ShareShift | None = None) -> list[str]:
+    """Plain-language reading of the comparison, conditional on the numbers; `shift`: the saliency's move off
+    the text between the audits of A and B, when both ran."""
     all_rows = metrics[metrics["stratum_kind"] == "all"]
     covid = next((m for m in ("recall_COVID-19", "recall_positive") if m in set(all_rows["metric"])), "macro_recall")
     tests = mcnemar[mcnemar["stratum_kind"] == "all"].set_index("split")["p_value"]
@@ -508,22 +510,21 @@ def _verdict(summary: Mapping, metrics: pd.DataFrame, mcnemar: pd.DataFrame) -> 
     if "test_decorrelated" not in set(all_rows["split"]):
         lines.append("This run has no test split where text and label are independent; a gain on a confounded "
                      "test split proves little, so read the per-source strata below.")
-    share_a, share_b = summary.get("text_share_a"), summary.get("text_share_b")
-    if share_a is not None and share_b is not None:
-        moved = "fell" if share_b < share_a else "did not fall"
-        lines.append(f"The mean share of saliency on text {moved} from {_number(share_a)} (A) to {_number(share_b)} "
-                     "(B), see section 6.")
+    if shift is not None:
+        lines.append(shift.statement() + " (Section 6.)")
     lines.append(SHORTCUTS_NOT_TESTED)
     return lines
 
 
-def _section_compare(run: Run, summary: Mapping, metrics: pd.DataFrame | None) -> Section:
+def _section_compare(run: Run, metrics: pd.DataFrame | None) -> Section:
     section = Section(5, "Classifier B vs A")
     mcnemar = run.csv("compare/mcnemar.csv")
     section.missing = [p for p, f in (("compare/metrics.csv", metrics), ("compare/mcnemar.csv", mcnemar)) if f is None]
     if section.missing:
         return section
-    section.blocks.extend(Text(line, kind="verdict") for line in _verdict(summary, metrics, mcnemar))
+    audits = [run.csv(f"audit/{m}.csv") for m in "ab"]
+    shift = share_shift(*audits) if all(table is not None for table in audits) else None
+    section.blocks.extend(Text(line, kind="verdict") for line in _verdict(metrics, mcnemar, shift))
     cells = metrics.assign(cell=_cells(metrics))
     wide = cells.pivot_table(index=["split", "stratum_kind", "stratum", "metric"], columns="model", values="cell",
                              aggfunc="first").reindex(columns=["a", "b", "b-a"]).reset_index()
@@ -544,20 +545,20 @@ def _section_compare(run: Run, summary: Mapping, metrics: pd.DataFrame | None) -
     return section
 
 
-def _section_reaudit(run: Run, summary: Mapping) -> Section:
+def _section_reaudit(run: Run) -> Section:
     section = Section(6, "Re-audit of B")
     audits = {m.upper(): frame for m in "ab" if (frame := run.csv(f"audit/{m}.csv")) is not None}
     if "B" not in audits:
         section.missing.append("audit/b.csv")
         return section
-    b_share = audits["B"]["text_share"].mean()
-    text = (f"Mean text share of B: {_number(b_share)}, against a chance level (the mean text area) of "
-            f"{_number(audits['B']['text_area'].mean())}.")
     if "A" in audits:
-        a_share = audits["A"]["text_share"].mean()
-        moved = "moved off the text" if b_share < a_share else "did not move off the text"
-        text += f" A: {_number(a_share)}, so B's saliency {moved}."
-    section.blocks.append(Text(text))
+        section.blocks.append(Text(share_shift(audits["A"], audits["B"]).statement()))
+    else:
+        section.blocks.append(Text(f"Mean text share of B: {_number(audits['B']['text_share'].mean())}, against a "
+                                   f"chance level (the mean text area) of {_number(audits['B']['text_area'].mean())}"
+                                   f" (n = {len(audits['B'])} images); A's audit is missing, so no comparison."))
+    if (empty := empty_maps(audits)) is not None:
+        section.blocks.append(Text(empty))
     section.blocks.append(_share_plot(audits, lambda f: f["label"], "class"))
     for what in ("class", "source"):
         tables = {m: run.csv(f"audit/{m}_by_{what}.csv") for m in "ab"}
@@ -598,7 +599,7 @@ def render(run_dir: str | Path) -> Path:
     summary = run.json("summary.json") or {}
     metrics = run.csv("compare/metrics.csv")
     sections = [_section_run(run, summary), _section_model_a(run, metrics), _section_audit_a(run, summary),
-                _section_covidx_pp(run), _section_compare(run, summary, metrics), _section_reaudit(run, summary)]
+                _section_covidx_pp(run), _section_compare(run, metrics), _section_reaudit(run)]
     title = f"cxr-audit report: run {summary.get('run_id', run.root.name)}"
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                                      autoescape=True, undefined=jinja2.StrictUndefined)

@@ -103,6 +103,7 @@ def test_counterfactual_changes_the_prediction_of_a_model_that_reads_text(marker
     # No text: shares are 0 (uniform map: the area, 0) and there is nothing to inpaint.
     assert (table.loc[["film_1.png", "film_3.png"], ["text_share", "text_area", "n_text_boxes"]] == 0).all().all()
     assert not table.loc[["film_1.png", "film_3.png"], "counterfactual"].any()
+    assert table["map_empty"].to_dict() == {name: name == "film_3.png" for name in table.index}  # its map is 0
 
 
 def test_unflagged_sample_gets_counterfactuals(marker_run: dict, tmp_path: Path) -> None:
