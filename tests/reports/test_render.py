@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import html as html_lib
+import json
 import math
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -18,7 +21,7 @@ import reports
 from reports.render import _cells, _verdict
 from tests.reports.conftest import PLANTED_HEADER, PLANTED_PATIENT, SUMMARY, write_tiny_run
 
-TITLES = ("What was run", "Classifier A", "Audit of A", "COVIDx++", "Classifier B vs A", "Re-audit of B")
+TITLES = ("Summary", "What was run", "Classifier A", "Audit of A", "COVIDx++", "Classifier B vs A", "Re-audit of B")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -60,7 +63,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_section_is_present_and_every_image_is_embedded(rendered: Path) -> None:
     page = Page(rendered.read_text(encoding="utf-8"))
-    assert page.headings == [f"{i}. {title}" for i, title in enumerate(TITLES, 1)]
+    assert page.headings == [f"{i}. {title}" for i, title in enumerate(TITLES)]
     assert not page.external, "the report must open from disk without fetching anything"
     # figures: 2 confusion (A) + 2 share plots + 2 gallery rows + 2 COVIDx++ films (overview + 1 box crop each)
     # + 1 film with nothing detected (corners, top and bottom strips) + 2 confusion (B) + 1 re-audit
@@ -105,10 +108,10 @@ def test_a_partial_run_renders_with_not_run(tmp_path: Path) -> None:
     (run / "summary.json").unlink()
     html = reports.render(run).read_text(encoding="utf-8")
     page = Page(html)
-    assert len(page.headings) == 6
+    assert len(page.headings) == 7
     for missing in ("compare/metrics.csv", "audit/a.csv", "covidx_pp/manifest.csv", "audit/b.csv", "summary.json"):
         assert f"{missing}" in html
-    assert html.count("Not run (") == 5  # sections 1 (summary.json), 3, 4, 5, 6
+    assert html.count("Not run (") == 6  # sections 0 (audit/a.csv), 1 (summary.json), 3, 4, 5, 6
     assert "Intervals: not run" in html
 
 
@@ -178,3 +181,31 @@ def test_the_seeds_line_names_each_seed_by_its_setting():
               "compare": {"seed": 7, "extra_train_seeds": [1, 2]}, "report": True}
     assert seed_settings(config) == [("data.synthetic.seed", 3), ("train.seed", 0), ("compare.seed", 7),
                                      ("compare.extra_train_seeds", [1, 2])]
+
+
+LAYOUT_PROBE = """<script>
+// Where the summary's parts end on the page, in CSS pixels from the top (read back from the dumped DOM).
+var summary = document.getElementById("section-0");
+var bottom = function (element) { return Math.ceil(element.getBoundingClientRect().bottom); };
+document.body.setAttribute("data-layout", JSON.stringify({
+  verdicts: Array.from(summary.querySelectorAll("p.verdict")).map(bottom),
+  per_class: bottom(summary.querySelector("div.table")),
+  per_class_caption: summary.querySelector("div.table strong").textContent}));
+</script>
+</body>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed")
+def test_the_first_screen_holds_the_verdict_and_the_per_class_reliance(rendered: Path, tmp_path: Path) -> None:
+    """Laid out by headless Chromium in a 1400×900 window: the reliance answer, the per-class table and every
+    verdict sentence end above the fold."""
+    probed = tmp_path / "probed.html"
+    probed.write_text(rendered.read_text(encoding="utf-8").replace("</body>", LAYOUT_PROBE), encoding="utf-8")
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,900", "--dump-dom",
+                          probed.as_uri()], check=True, capture_output=True, text=True, timeout=120).stdout
+    layout = json.loads(html_lib.unescape(re.search(r'data-layout="([^"]*)"', dom).group(1)))
+    assert layout["per_class_caption"].startswith("Reliance on text per class")
+    assert len(layout["verdicts"]) >= 3  # the reliance answer and one sentence per test split at least
+    assert max(layout["verdicts"]) <= 900 and layout["per_class"] <= 900, layout
