@@ -7,12 +7,14 @@ config or split files that cannot be used (nothing was done); 3 the run folder i
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from flows.progress import BarReporter, LineReporter, Reporter, stage_times, use_reporter
 from flows.settings import use_offline_prefect
 from flows.signals import end_children_on_termination
 
@@ -27,11 +29,20 @@ DEMO_CONFIG = Path(__file__).parents[1] / "configs" / "demo.yaml"  # in the chec
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (see configs/).")]
 
 
+_SHOW = {"progress": True}  # set by the callback: an audit's live stage progress (off with -q and -v)
+
+
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False) -> None:
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Logs with timestamps and task names "
+                                               "instead of progress bars.")] = False,
+         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress; results and errors only.")]
+         = False) -> None:
     """cxr-audit."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else "%(levelname)s %(message)s"))
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per request to Prefect's API
     use_offline_prefect(verbose=verbose)
+    _SHOW["progress"] = not (quiet or verbose)
 
 
 def _fail(error: Exception, code: int = 1) -> typer.Exit:
@@ -55,17 +66,26 @@ def _audit(config_path: Path | None, **overrides: object) -> None:
     from datasets.errors import PatientLeakError, SplitFileError
     from flows.audit import percent, run_audit
     from flows.rundir import RunInUseError
+    from pipeline.clean import CleanError
 
     end_children_on_termination()  # Prefect's temporary server and Dask's workers die with this process
+    reporter = _progress_reporter()
+    first = len(stage_times())
     started = time.perf_counter()
     try:
         summary = run_audit(config)
     except RunInUseError as error:
         raise _fail(error, 3) from error
-    except (SplitFileError, PatientLeakError) as error:  # the dataset as given cannot be audited: nothing was done
+    except (SplitFileError, PatientLeakError, CleanError) as error:  # the dataset cannot be audited as given
         raise _fail(error, 2) from error
     except (OSError, ValueError, RuntimeError) as error:
         raise _fail(error) from error
+    finally:
+        if isinstance(reporter, BarReporter):
+            reporter.close()
+    if _SHOW["progress"]:
+        report = [item for item in stage_times(first) if item.name == "report"]
+        typer.echo(_stage_table(config.run_dir / "timings.csv", report[0].seconds if report else None), err=True)
     a, b = summary["a"]["covid_recall"], summary["b"]["covid_recall"]
     for split in a:
         p_value = summary["mcnemar_p"].get(split)
@@ -75,6 +95,29 @@ def _audit(config_path: Path | None, **overrides: object) -> None:
                f"B {percent(summary['text_share_b'])}")
     report = config.run_dir / "report.html"
     typer.echo(f"done in {time.perf_counter() - started:.0f} s; report: {report if report.is_file() else '(off)'}")
+
+
+def _progress_reporter() -> Reporter | None:
+    """Show the audit's stages: bars on a terminal, a line per stage (and every 30 s) elsewhere; none with -q/-v
+    (-v logs the same lines with timestamps)."""
+    if not _SHOW["progress"]:
+        return None
+    reporter = BarReporter() if sys.stderr.isatty() else LineReporter(lambda line: typer.echo(line, err=True))
+    use_reporter(reporter)
+    return reporter
+
+
+def _stage_table(timings_csv: Path, report_seconds: float | None) -> str:
+    """The run's timings.csv (the stages, "other" and the total of summary.json) as text, and the report's time,
+    which comes after the total."""
+    import pandas as pd
+
+    timings = pd.read_csv(timings_csv)
+    width = max(len(name) for name in timings["stage"])
+    lines = [f"  {row.stage:<{width}} {row.seconds:8.1f} s" for row in timings.itertuples()]
+    if report_seconds is not None:
+        lines.append(f"  (then the report: {report_seconds:.1f} s)")
+    return "\n".join(["time per stage (timings.csv):", *lines])
 
 
 @app.command()

@@ -239,10 +239,16 @@ def _section_run(run: Run, summary: Mapping) -> Section:
                                      pd.DataFrame(rows)))
     section.blocks.append(Text("Package versions: " + (", ".join(f"{k} {v}" for k, v in summary["versions"].items())
                                                       if summary.get("versions") else "not recorded by this run.")))
-    timings = {stage: frame["seconds"].sum() for stage, relative in STAGE_TIMES
-               if (frame := run.csv(relative)) is not None and "seconds" in frame}
-    if timings:
-        section.blocks.append(_table("Time per stage (s)", pd.DataFrame(timings.items(), columns=["stage", "seconds"])))
+    timings = run.csv("timings.csv")
+    if timings is not None:
+        section.blocks.append(_table("Time per stage of this run (s; a stage reused from an earlier run takes about "
+                                     "0 s; the total is summary.json's; the report is rendered after it)", timings))
+    else:  # a run from before timings.csv: the stages' own tables
+        times = {stage: frame["seconds"].sum() for stage, relative in STAGE_TIMES
+                 if (frame := run.csv(relative)) is not None and "seconds" in frame}
+        if times:
+            section.blocks.append(_table("Time per stage (s)",
+                                         pd.DataFrame(times.items(), columns=["stage", "seconds"])))
     config = run.text("config.yaml")
     if config is None:
         section.missing.append("config.yaml")

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from datasets.atomic import write_text
+from datasets.atomic import sha256_of, write_text
 from datasets.covidx import Record
 from datasets.errors import DatasetError
 from datasets.faults import reason_of
@@ -22,7 +22,7 @@ from pipeline.text.detect import make_detector
 
 LOG = logging.getLogger(__name__)
 
-DETECTION_COLUMNS = ("split", "filename", "status", "reason", "boxes", "seconds", "config_digest")
+DETECTION_COLUMNS = ("split", "filename", "status", "reason", "boxes", "seconds", "config_digest", "image_sha256")
 
 
 @dataclass
@@ -30,7 +30,8 @@ class DetectionRow:
     """One image of `text/detections.csv`: status "ok" (boxes in the stored image's pixels) or "rejected".
 
     seconds: detection time of this image (its share of the batch it ran in), 0 for rejects;
-    config_digest: `TextConfig.digest()` of the detector that found the boxes (what a rerun compares).
+    config_digest: `TextConfig.digest()` of the detector that found the boxes; image_sha256: of the image file
+    the boxes were found in ("" when it could not be read). A rerun keeps the row only when both still match.
     """
 
     split: str
@@ -40,18 +41,19 @@ class DetectionRow:
     boxes: list[TextBox] = field(default_factory=list)
     seconds: float = 0.0
     config_digest: str = ""
+    image_sha256: str = ""
     reused: bool = False  # not written: True when a rerun kept this row
 
     def to_csv(self) -> dict[str, str]:
         return {"split": self.split, "filename": self.filename, "status": self.status, "reason": self.reason,
                 "boxes": json.dumps([box.to_dict() for box in self.boxes]), "seconds": f"{self.seconds:.3f}",
-                "config_digest": self.config_digest}
+                "config_digest": self.config_digest, "image_sha256": self.image_sha256}
 
     @classmethod
     def from_csv(cls, row: dict[str, str]) -> DetectionRow:
         return cls(row["split"], row["filename"], row["status"], row["reason"],
                    [TextBox.from_dict(item) for item in json.loads(row["boxes"] or "[]")],
-                   float(row["seconds"] or 0), row.get("config_digest") or "")
+                   float(row["seconds"] or 0), row.get("config_digest") or "", row.get("image_sha256") or "")
 
 
 @dataclass
@@ -104,6 +106,14 @@ def _write_detections(path: Path, rows: Iterable[DetectionRow]) -> None:
     write_text(path, buffer.getvalue())
 
 
+def _file_sha256(path: str | Path | None) -> str:
+    """sha256 of an image file, "" when there is none or it cannot be read."""
+    try:
+        return sha256_of(path) if path is not None else ""
+    except OSError:
+        return ""
+
+
 def detect_split(records: Iterable[Record], out_csv: str | Path, *, detector: TextDetector | None = None,
                  config: TextConfig | None = None, split: str = "", checkpoint_every: int = 50,
                  progress: Callable[[int], None] | None = None) -> DetectionTable:
@@ -113,8 +123,9 @@ def detect_split(records: Iterable[Record], out_csv: str | Path, *, detector: Te
     records: split-file records whose `path` is the resolved image (`read_split(file, image_dir)`);
     duplicates are detected once. Rows of other splits in `out_csv` are kept as they are; rows of
     `split` are replaced by one row per record, in record order. Resumes: an "ok" row of `split` with
-    the same filename and the detector's `TextConfig.digest()` is kept (`reused`), not detected again
-    (rejected rows are retried). An unreadable or missing image is a "rejected" row with the reason.
+    the same filename, the detector's `TextConfig.digest()` and the image file's sha256 is kept (`reused`), not
+    detected again (an edited image is; rejected rows are retried). An unreadable or missing image is a
+    "rejected" row with the reason.
     The CSV is written atomically every `checkpoint_every` images and at the end. `progress` is called
     with the number of images just finished. Images go to the detector `config.batch_size` at a time.
     """
@@ -129,9 +140,11 @@ def detect_split(records: Iterable[Record], out_csv: str | Path, *, detector: Te
     unique = list({record.filename: record for record in records}.values())
     rows: dict[str, DetectionRow] = {}
     todo, unsaved = [], 0
+    hashes = {record.filename: _file_sha256(record.path) for record in unique}
     for record in unique:
-        if record.filename in done:
-            rows[record.filename] = done[record.filename]
+        kept = done.get(record.filename)
+        if kept is not None and kept.image_sha256 == hashes[record.filename] != "":
+            rows[record.filename] = kept
         else:
             todo.append(record)
     for start in range(0, len(todo), detector.config.batch_size):
@@ -149,7 +162,7 @@ def detect_split(records: Iterable[Record], out_csv: str | Path, *, detector: Te
         found = detector.detect(list(images.values())) if images else []
         seconds = round((time.perf_counter() - begin) / max(1, len(images)), 3)
         for filename, boxes in zip(images, found, strict=True):
-            rows[filename] = DetectionRow(split, filename, "ok", "", boxes, seconds, digest)
+            rows[filename] = DetectionRow(split, filename, "ok", "", boxes, seconds, digest, hashes[filename])
         if progress is not None:
             progress(len(chunk))
         unsaved += len(chunk)

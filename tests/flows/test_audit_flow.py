@@ -87,3 +87,17 @@ def test_a_rerun_recomputes_nothing_and_never_touches_the_source(local_run):
     assert {name: (run_dir / name).stat().st_mtime_ns for name in watched} == before
     assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in summary.items() if k != "seconds"}
     assert digests(run_dir / "data") == source
+
+
+def test_timings_cover_every_stage_and_add_up_to_the_summarys_total(local_run):
+    run_dir, _ = local_run
+    summary = json.loads((run_dir / "summary.json").read_text())  # the last run in the folder (tests rerun it)
+    timings = pd.read_csv(run_dir / "timings.csv")
+    assert list(timings.stage) == ["prepare data", "text detection", "train A", "predict A", "iGOS++ of A", "audit A",
+                                   "COVIDx++", "train B", "predict B", "iGOS++ of B", "audit B", "compare",
+                                   "other training seeds", "other", "total"]
+    seconds = timings.set_index("stage").seconds
+    assert seconds["total"] == summary["seconds"]
+    assert abs(seconds.drop("total").sum() - summary["seconds"]) < 0.2
+    images = timings.set_index("stage").images
+    assert images["text detection"] == summary["dataset"]["train"] + summary["dataset"]["test"]

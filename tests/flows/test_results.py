@@ -99,6 +99,7 @@ def test_a_moved_run_folder_reruns_in_place_refuses_a_tampered_record_and_rebuil
                             str(copy / "config.yaml"), "--out", str(copy)], env=env, capture_output=True, text=True,
                            timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "text detection: started (" in rerun.stderr and "time per stage (timings.csv):" in rerun.stderr
     assert not marker.exists()
     assert f"{tampered}: not a JSON result record; this result was not written by cxr-audit" in rerun.stderr
     check_result_record(tampered, tampered.read_bytes())  # the task ran again and wrote a sound record

@@ -166,6 +166,11 @@ def test_detect_split_writes_the_table_records_rejects_and_resumes(detector, sce
     assert again.counts() == {"ok": 3, "rejected": 2, "reused": 2}
     assert [r.seconds for r in again.rows if r.split == "train"] == [r.seconds for r in table.rows]
     assert read_detections(out, split="test") == {"free.png": []}
+    # An image edited since (its text removed) is detected again; the unchanged one is kept.
+    cv2.imwrite(str(folder / "text.png"), np.rint(clean * 255).astype(np.uint8))
+    edited = detect_split(records[:2], out, detector=detector, split="train")
+    assert edited.counts()["reused"] == 1 and edited.boxes("train") == {"text.png": [], "free.png": []}
+    cv2.imwrite(str(folder / "text.png"), np.rint(image * 255).astype(np.uint8))
     stricter = make_detector(replace(TEST_TEXT, min_size=1000))
     redone = detect_split(records[:1], out, detector=stricter, split="train")
     assert redone.counts()["reused"] == 0 and redone.boxes("train") == {"text.png": []}
