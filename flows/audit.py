@@ -332,10 +332,12 @@ def audit_flow(config: AuditConfig) -> dict:
                 key=content_key("audit-a", checkpoint_digest(a), sha256_of(detections), config.audit, data.digest))
 
         with stage("COVIDx++", total=len(train_records) + len(audit_records)):
-            manifest = _fresh(build_covidx_pp, run_dir / "covidx_pp" / "manifest.csv",
-                              present=expected_outputs(run_dir / "covidx_pp"))(
-                data, run_dir, detections, config,
-                key=content_key("covidx-pp", data.digest, sha256_of(detections), config.clean))
+            key = content_key("covidx-pp", data.digest, sha256_of(detections), config.clean)
+            built = expected_outputs(run_dir / "covidx_pp")  # the split files hold patients and labels: hashed
+            manifest = _fresh(build_covidx_pp, run_dir / "covidx_pp" / "manifest.csv", *built.split_files,
+                              present=built.images)(data, run_dir, detections, config, key=key)
+            written = expected_outputs(run_dir / "covidx_pp").split_files  # a first build's too
+            _fresh(build_covidx_pp, manifest, *written).remember(key)
         pp_train = _cleaned(data.train, data.root, manifest.parent).records()
         tests[f"{data.audit_split}_pp"] = _cleaned(audited, data.root, manifest.parent).records()
         b_path = run_dir / "models" / "b.safetensors"

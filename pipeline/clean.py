@@ -54,6 +54,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -482,14 +483,20 @@ def _copy(source: Path, output: Path, link: bool) -> None:
         shutil.copyfile(source, temporary)
 
 
-def expected_outputs(dst_root: str | Path) -> list[Path]:
-    """The files a finished build at `dst_root` holds by its manifest: every image written and the split files
-    listing them ([] without a manifest). One of them missing means the build must run again (it then redoes
-    only what is missing)."""
+class BuildOutputs(NamedTuple):
+    """The files a finished build holds by its manifest: the images written and the split files listing them."""
+
+    images: list[Path]
+    split_files: list[Path]
+
+
+def expected_outputs(dst_root: str | Path) -> BuildOutputs:
+    """The files a finished build at `dst_root` holds by its manifest (none without a manifest). One of them
+    missing or changed means the build must run again (it then redoes only what is missing or changed)."""
     dst = Path(dst_root)
     kept = [row for row in _read_manifest(dst / MANIFEST).values() if row.status != "rejected"]
     split_files = sorted({name for row in kept for name in row.split_files.split(";")})
-    return [dst / row.output for row in kept] + [dst / name for name in split_files]
+    return BuildOutputs([dst / row.output for row in kept], [dst / name for name in split_files])
 
 
 def _read_manifest(path: Path) -> dict[str, ManifestRow]:
