@@ -105,6 +105,18 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
+MISSING = "missing"  # file_sha256 of a file that is not there or cannot be read
+
+
+def file_sha256(path: str | Path | None) -> str:
+    """`sha256_of` the file, or MISSING when there is none or it cannot be read (what depends on it is redone
+    once it is back)."""
+    try:
+        return sha256_of(path) if path is not None else MISSING
+    except OSError:
+        return MISSING
+
+
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
     """sha256 of a file's bytes, read in chunks (hex)."""
     digest = hashlib.sha256()

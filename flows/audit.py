@@ -43,7 +43,7 @@ from prefect.artifacts import (
 from prefect.context import FlowRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from datasets.atomic import remove_stale_temporaries, sha256_of, write_text
+from datasets.atomic import MISSING, file_sha256, remove_stale_temporaries, sha256_of, write_text
 from datasets.covidx import DuplicatePolicy, Record, SplitRead, check_disjoint, read_split_checked
 from datasets.errors import FileWriteError
 from datasets.faults import is_transient
@@ -509,7 +509,7 @@ def image_hash(path: Path) -> str:
         status = Path(path).stat()
         return _hash_of(Path(path), status.st_size, status.st_mtime_ns)
     except OSError:
-        return "missing"
+        return MISSING
 
 
 @dataclass(frozen=True)
@@ -527,29 +527,29 @@ class _Fresh:
     present: tuple[Path, ...] = ()
 
     def __call__(self, *args: object, key: str, **kwargs: object) -> object:
-        result = self._task(key)(*args, key=key, **kwargs)
-        self.remember(key)
+        unchanged = self._unchanged(key)
+        result = self.stage_task.with_options(refresh_cache=not unchanged)(*args, key=key, **kwargs)
+        if not unchanged:
+            self.remember(key)
         return result
 
     def submit(self, *args: object, key: str, **kwargs: object) -> object:
         """The task submitted to the task runner; call `remember(key)` once its future's result is in."""
-        return self._task(key).submit(*args, key=key, **kwargs)
+        return self.stage_task.with_options(refresh_cache=not self._unchanged(key)).submit(*args, key=key, **kwargs)
 
     def remember(self, key: str) -> None:
         folder = _run_folder()
         digests = {path.relative_to(folder).as_posix(): sha256_of(path) for path in self.outputs}
         write_text(folder / ".prefect" / "outputs" / f"{key}.json", json.dumps(digests, indent=1) + "\n")
 
-    def _task(self, key: str) -> Task:
+    def _unchanged(self, key: str) -> bool:
         folder = _run_folder()
         try:
             recorded = json.loads((folder / ".prefect" / "outputs" / f"{key}.json").read_text())
         except (OSError, ValueError):
             recorded = None
-        unchanged = recorded is not None and all(path.is_file() for path in self.present) and all(
-            path.is_file() and recorded.get(path.relative_to(folder).as_posix()) == sha256_of(path)
-            for path in self.outputs)
-        return self.stage_task.with_options(refresh_cache=not unchanged)
+        return recorded is not None and all(path.is_file() for path in self.present) and all(
+            recorded.get(path.relative_to(folder).as_posix()) == file_sha256(path) for path in self.outputs)
 
 
 def _fresh(stage_task: Task, *outputs: Path, present: Sequence[Path] = ()) -> _Fresh:

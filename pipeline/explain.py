@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 import igos
-from datasets.atomic import atomic_path, sha256_of, write_text
+from datasets.atomic import atomic_path, file_sha256, write_text
 from datasets.covidx import Record
 from datasets.errors import DatasetError
 from datasets.faults import is_transient, reason_of
@@ -164,14 +164,6 @@ def chunk_path(explain_dir: str | Path, chunk: int) -> Path:
 def image_seed(seed: int, filename: str) -> int:
     """The seed of one image: `seed` + a stable 31-bit hash of its filename (independent of chunk and batch)."""
     return seed + int.from_bytes(hashlib.sha256(filename.encode()).digest()[:4], "big") % 2**31
-
-
-def file_sha256(path: str | Path | None) -> str:
-    """sha256 of a file's bytes; "missing" for a file that cannot be read (the chunk is redone when it appears)."""
-    try:
-        return sha256_of(path) if path is not None else "missing"
-    except OSError:
-        return "missing"
 
 
 def chunk_hash(digest: str, config: ExplainConfig, records: Sequence[Record], split: str) -> str:

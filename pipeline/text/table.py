@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from datasets.atomic import sha256_of, write_text
+from datasets.atomic import MISSING, file_sha256, write_text
 from datasets.covidx import Record
 from datasets.errors import DatasetError
 from datasets.faults import reason_of
@@ -31,7 +31,7 @@ class DetectionRow:
 
     seconds: detection time of this image (its share of the batch it ran in), 0 for rejects;
     config_digest: `TextConfig.digest()` of the detector that found the boxes; image_sha256: of the image file
-    the boxes were found in ("" when it could not be read). A rerun keeps the row only when both still match.
+    the boxes were found in. A rerun keeps the row only when both still match.
     """
 
     split: str
@@ -106,14 +106,6 @@ def _write_detections(path: Path, rows: Iterable[DetectionRow]) -> None:
     write_text(path, buffer.getvalue())
 
 
-def _file_sha256(path: str | Path | None) -> str:
-    """sha256 of an image file, "" when there is none or it cannot be read."""
-    try:
-        return sha256_of(path) if path is not None else ""
-    except OSError:
-        return ""
-
-
 def detect_split(records: Iterable[Record], out_csv: str | Path, *, detector: TextDetector | None = None,
                  config: TextConfig | None = None, split: str = "", checkpoint_every: int = 50,
                  progress: Callable[[int], None] | None = None) -> DetectionTable:
@@ -140,10 +132,10 @@ def detect_split(records: Iterable[Record], out_csv: str | Path, *, detector: Te
     unique = list({record.filename: record for record in records}.values())
     rows: dict[str, DetectionRow] = {}
     todo, unsaved = [], 0
-    hashes = {record.filename: _file_sha256(record.path) for record in unique}
+    hashes = {record.filename: file_sha256(record.path) for record in unique}
     for record in unique:
         kept = done.get(record.filename)
-        if kept is not None and kept.image_sha256 == hashes[record.filename] != "":
+        if kept is not None and kept.image_sha256 == hashes[record.filename] != MISSING:
             rows[record.filename] = kept
         else:
             todo.append(record)
