@@ -138,11 +138,15 @@ def test_the_served_deployment_runs_the_audit_on_dask_against_a_real_server(serv
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
 
-    # Not the cron's future runs: scheduled, and cancelled when serve stops.
-    runs = [run for run in api(url, "/flow_runs/filter", {}) if run["state_type"] not in ("SCHEDULED", "CANCELLED")]
+    # The triggered run by its id (the cron's future runs are scheduled, and cancelled when serve stops), and the
+    # audit subflow it ran.
     flows = {flow["id"]: flow["name"] for flow in api(url, "/flows/filter", {})}
-    assert sorted(flows[run["flow_id"]] for run in runs) == ["dataset-audit", "scheduled-dataset-audit"]
-    assert {run["state_type"] for run in runs} == {"COMPLETED"}
+    every_run = [(flows[run["flow_id"]], run["state_type"], run["id"]) for run in api(url, "/flow_runs/filter", {})]
+    triggered = api(url, f"/flow_runs/{run_id}")
+    assert (flows[triggered["flow_id"]], triggered["state_type"]) == ("scheduled-dataset-audit", "COMPLETED"), every_run
+    subflows = api(url, "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [run_id]}}})
+    assert [(flows[run["flow_id"]], run["state_type"]) for run in subflows] == [("dataset-audit", "COMPLETED")], \
+        every_run
     keys = {artifact["key"] for artifact in api(url, "/artifacts/filter", {})}
     assert {"audit-headline", "audit-metrics", "audit-report", "text-detection", "explain-a"} <= keys
 
