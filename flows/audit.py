@@ -54,6 +54,7 @@ from flows.progress import StageTime, stage, stage_times
 from flows.results import RESULT_SERIALIZER, store_results_in
 from flows.rundir import RunLock, content_key
 from pipeline import audit as audit_stage
+from pipeline import changes as changes_stage
 from pipeline import compare as compare_stage
 from pipeline import explain as explain_stage
 from pipeline import predict as predict_stage
@@ -311,6 +312,7 @@ def audit_flow(config: AuditConfig) -> dict:
             tests = {name: split.records() for name, split in data.tests.items()}
             audit_records = tests[data.audit_split]
         counts = {"train": len(train_records), **{name: len(records) for name, records in tests.items()}}
+        source_records = {"train": train_records, **tests}
 
         with stage("text detection", total=len(train_records) + len(audit_records)) as advance:
             detections = detect_text(data, config, [("train", train_records), (data.audit_split, audit_records)],
@@ -368,10 +370,14 @@ def audit_flow(config: AuditConfig) -> dict:
             with stage("other training seeds"):
                 _seed_runs(run_dir, config, data, train_records, pp_train, tests)
         write_rejected(run_dir)
+        inventory = changes_stage.inventory_table(
+            {name: [(r.filename, image_hash(r.path)) for r in records] for name, records in source_records.items()})
+        since = write_changes(run_dir, inventory)
         seconds = time.perf_counter() - started
         write_timings(run_dir / "timings.csv", stage_times(first_stage), seconds)
-        summary = write_summary(run_dir, data, counts, list(tests), seconds,
+        summary = write_summary(run_dir, data, counts, list(tests), seconds, since_last_run=since,
                                 task_runner=describe_task_runner(FlowRunContext.get().task_runner))
+        changes_stage.write_snapshot(run_dir, inventory, run_dir / "audit" / "a.csv")
         _artifacts(run_dir, summary)
         if config.report:
             from reports import render
@@ -633,11 +639,24 @@ def write_rejected(run_dir: Path) -> Path:
 # ---- summary and artifacts --------------------------------------------------------------------------
 
 
+def write_changes(run_dir: Path, inventory: pd.DataFrame) -> dict | None:
+    """changes.json: what changed since the last completed run into this folder (`pipeline.changes`), or None
+    (and no changes.json) when there was none."""
+    previous = changes_stage.read_snapshot(run_dir)
+    if previous is None:
+        (run_dir / "changes.json").unlink(missing_ok=True)
+        return None
+    audit = pd.read_csv(run_dir / "audit" / "a.csv", dtype={"filename": str, "source": str, "label": str})
+    since = _without_nan(changes_stage.since_last_run(previous, inventory, audit))
+    write_text(run_dir / "changes.json", json.dumps(since, indent=1, allow_nan=False) + "\n")
+    return since
+
+
 def write_summary(run_dir: Path, data: Data, counts: dict[str, int], splits: Sequence[str], seconds: float, *,
-                  task_runner: str) -> dict:
+                  task_runner: str, since_last_run: dict | None = None) -> dict:
     """summary.json: the headline numbers of docs/run-directory.md, read from the run's tables. `counts`: the
     images each split file listed when the run read them; `task_runner`: where the per-image work ran
-    (`describe_task_runner`)."""
+    (`describe_task_runner`); `since_last_run`: changes.json's content (its counts go into the summary)."""
     covid = train_stage.positive_label(read_meta(run_dir / "models" / "a.safetensors").labels)
     summary: dict = {"run_id": run_dir.name, "seconds": round(seconds, 1), "task_runner": task_runner,
                      "synthetic": data.synthetic,
@@ -671,6 +690,10 @@ def write_summary(run_dir: Path, data: Data, counts: dict[str, int], splits: Seq
     manifest = pd.read_csv(run_dir / "covidx_pp" / "manifest.csv")
     summary["covidx_pp"] = {status: int((manifest.status == status).sum()) for status in
                             ("cleaned", "unchanged", "rejected")}
+    summary["since_last_run"] = None if since_last_run is None else {
+        "previous_finished_at": since_last_run["previous_finished_at"],
+        **{kind: since_last_run["images"][kind] for kind in ("added", "removed", "changed", "unreadable")},
+        "new_flags": since_last_run["flags"]["new"], "flags_gone": since_last_run["flags"]["gone"]}
     summary = _without_nan(summary)
     write_text(run_dir / "summary.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
     return summary

@@ -637,8 +637,47 @@ def _section_summary(run: Run, metrics: pd.DataFrame | None) -> Section:
     if metrics is not None and mcnemar is not None:
         section.blocks.extend(Text(line, kind="verdict") for line in _verdict(metrics, mcnemar, shift)[:-1])
     section.blocks.append(_table("Reliance on text per source (audit of A)", _reliance(audit, "source")))
-    section.blocks.append(_table("The most text-reliant films (largest drop of A's probability when the text "
-                                 "alone was inpainted)", _most_reliant(audit)))
+    drops = pd.to_numeric(audit["cf_probability_drop"], errors="coerce")
+    if (drops > 0).any():
+        section.blocks.append(_table("The most text-reliant films (largest drop of A's probability when the text "
+                                     "alone was inpainted)", _most_reliant(audit[drops > 0])))
+    else:
+        section.blocks.append(Text("No film's predicted probability dropped when its text alone was inpainted, so no "
+                                   "film is listed as text-reliant."))
+    if (since := run.json("changes.json")) is not None:
+        section.blocks.append(Text(_since_line(since) + " (Section 7.)"))
+    return section
+
+
+def _since_line(since: Mapping) -> str:
+    """One sentence of changes.json: what changed since the last completed run into this folder."""
+    images, flags = since["images"], since["flags"]
+    return (f"Since the last run (finished {since['previous_finished_at']} UTC): {images['added']} image(s) added, "
+            f"{images['removed']} removed, {images['changed']} changed, {images['unreadable']} listed but unreadable, "
+            f"{images['unchanged']} unchanged; "
+            f"{flags['new']} film(s) newly flagged as text-reliant, {flags['gone']} no longer flagged "
+            f"(of {flags['audited_both_times']} audited both times).")
+
+
+def _section_changes(run: Run) -> Section | None:
+    """What changed since the last completed run into this folder (changes.json); None on a first run."""
+    since = run.json("changes.json")
+    if since is None:
+        return None
+    section = Section(7, "Since the last run")
+    section.blocks.append(Text(_since_line(since)))
+    per_split = pd.DataFrame.from_dict(since["images"]["per_split"], orient="index").rename_axis("split")
+    section.blocks.append(_table("Images per split: added, removed, changed (sha256 of the file), unreadable",
+                                 per_split.reset_index()))
+    listed = [(kind, name) for kind, names in since["images"]["listed"].items() for name in names]
+    listed += [(f"flag {kind}", name) for kind in ("new", "gone") for name in since["flags"][f"listed_{kind}"]]
+    if listed:
+        section.blocks.append(_table("The films concerned (up to 20 of each kind)",
+                                     pd.DataFrame(listed, columns=["change", "film"])))
+    by_source = pd.DataFrame(since["by_source"])
+    if len(by_source):
+        section.blocks.append(_table("Audit of A per source, last run and this run (n: audited images)",
+                                     by_source))
     return section
 
 
@@ -671,6 +710,7 @@ def render(run_dir: str | Path) -> Path:
     sections = [_section_summary(run, metrics), _section_run(run, summary), _section_model_a(run, metrics),
                 _section_audit_a(run, summary), _section_covidx_pp(run), _section_compare(run, metrics),
                 _section_reaudit(run)]
+    sections += [changes] if (changes := _section_changes(run)) is not None else []
     title = f"cxr-audit report: run {summary.get('run_id', run.root.name)}"
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                                      autoescape=True, undefined=jinja2.StrictUndefined)

@@ -106,6 +106,11 @@ def test_a_moved_run_folder_reruns_in_place_refuses_a_tampered_record_and_rebuil
     assert (copy / "covidx_pp" / cleaned).read_bytes() == (run_dir / "covidx_pp" / cleaned).read_bytes()
     assert {name: (copy / "models" / name).stat().st_mtime_ns for name in models} == models  # not retrained
     again = json.loads((copy / "summary.json").read_text())
-    assert {k: v for k, v in again.items() if k not in ("run_id", "seconds")} == {
-        k: v for k, v in summary.items() if k not in ("run_id", "seconds")}
+    varies = ("run_id", "seconds", "since_last_run")
+    assert {k: v for k, v in again.items() if k not in varies} == {k: v for k, v in summary.items() if k not in varies}
+    assert summary["since_last_run"] is None  # the first run into its folder
+    since = again["since_last_run"]  # the same data: nothing changed since the original run
+    assert since.pop("previous_finished_at") == json.loads((run_dir / "last_run" / "run.json").read_text())[
+        "finished_at"]
+    assert since == {"added": 0, "removed": 0, "changed": 0, "unreadable": 0, "new_flags": 0, "flags_gone": 0}
     assert not [path for path in records(copy).values() if str(run_dir) in path.read_text()]

@@ -60,3 +60,7 @@ def test_images_lost_between_classifier_a_and_b_are_rejected_rows(local_run, tmp
     for measure in ("covid_recall", "accuracy"):  # A and its predictions were reused (macro F1 is the paired one)
         assert again["a"][measure] == summary["a"][measure]
     assert json.loads((copy / "summary.json").read_text())["dataset"] == summary["dataset"]
+    since = json.loads((copy / "changes.json").read_text())  # against the shared run's snapshot, copied with it
+    assert since["images"]["listed"] == {"added": [], "removed": [], "changed": [f"test_decorrelated/{truncated.name}"],
+                                         "unreadable": [f"test_decorrelated/{deleted.name}"]}
+    assert since["flags"]["new"] == since["flags"]["gone"] == 0  # A's audit was reused

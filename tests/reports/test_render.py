@@ -209,3 +209,34 @@ def test_the_first_screen_holds_the_verdict_and_the_per_class_reliance(rendered:
     assert layout["per_class_caption"].startswith("Reliance on text per class")
     assert len(layout["verdicts"]) >= 3  # the reliance answer and one sentence per test split at least
     assert max(layout["verdicts"]) <= 900 and layout["per_class"] <= 900, layout
+
+
+def test_a_rerun_into_the_same_folder_gets_a_since_the_last_run_section(tmp_path: Path) -> None:
+    from pipeline.changes import RunSnapshot, inventory_table, since_last_run
+
+    run = write_tiny_run(tmp_path / "run")
+    audit = pd.read_csv(run / "audit/a.csv")
+    before = RunSnapshot(inventory_table({"test": [("gone.png", "1"), ("kept.png", "2"), ("edited.png", "3")]}),
+                         audit.assign(flagged=False), "2026-12-01T00:00:00+00:00")
+    now = inventory_table({"test": [("kept.png", "2"), ("edited.png", "4"), ("new1.png", "5"), ("new2.png", "6")]})
+    since = since_last_run(before, now, audit)
+    (run / "changes.json").write_text(json.dumps(since))
+    html = reports.render(run).read_text(encoding="utf-8")
+    page = Page(html)
+    assert page.headings[-1] == "7. Since the last run"
+    flagged = int(audit["flagged"].sum())
+    line = (f"2 image(s) added, 1 removed, 1 changed, 0 listed but unreadable, 1 unchanged; {flagged} film(s) "
+            f"newly flagged as text-reliant, 0 no longer flagged (of {len(audit)} audited both times)")
+    assert html.count(line) == 2  # in the summary and in section 7
+    assert {"test/new1.png", "test/gone.png", "test/edited.png"} <= set(page.cells)
+    assert "## 7. Since the last run" in (run / "summary.md").read_text(encoding="utf-8")
+
+
+def test_the_summary_lists_no_text_reliant_film_when_no_probability_dropped(tmp_path: Path) -> None:
+    run = write_tiny_run(tmp_path / "run")
+    audit = pd.read_csv(run / "audit/a.csv")
+    audit.assign(cf_probability_drop=audit["cf_probability_drop"].clip(upper=0.0)).to_csv(run / "audit/a.csv",
+                                                                                          index=False)
+    html = reports.render(run).read_text(encoding="utf-8")
+    assert "no film is listed as text-reliant" in html and "The most text-reliant films" not in html
+    assert "7. Since the last run" not in html  # a first run: no changes.json
