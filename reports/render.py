@@ -38,6 +38,7 @@ N_PAIRS = 4  # cleaned COVIDx++ films shown before/after
 N_BOXES = 3  # removed boxes per cleaned film shown at full resolution
 N_UNCHANGED = 4  # films where detection found nothing, shown by their corners and bottom strip
 N_REFUSED = 30  # rows of the refused-boxes table
+COLLAPSED_ROWS = 12  # a detail table with more rows is shown collapsed
 STAGE_TIMES = (("train A", "models/a_history.csv"), ("train B", "models/b_history.csv"),
                ("text detection", "text/detections.csv"), ("explain A", "explain/a/index.csv"),
                ("explain B", "explain/b/index.csv"))
@@ -71,6 +72,11 @@ class Table:
     caption: str
     frame: pd.DataFrame
     kind: str = "table"
+
+    @property
+    def long(self) -> bool:
+        """Shown collapsed in the detail sections (the caption, with its row count, opens it)."""
+        return len(self.frame) > COLLAPSED_ROWS
 
     def html(self) -> str:
         return self.frame.to_html(index=False, classes="sortable", border=0, escape=True)

@@ -240,3 +240,24 @@ def test_the_summary_lists_no_text_reliant_film_when_no_probability_dropped(tmp_
     html = reports.render(run).read_text(encoding="utf-8")
     assert "no film is listed as text-reliant" in html and "The most text-reliant films" not in html
     assert "7. Since the last run" not in html  # a first run: no changes.json
+
+
+def test_long_detail_tables_are_collapsed_and_the_summary_never_is(tmp_path: Path) -> None:
+    from pipeline.changes import RunSnapshot, inventory_table, since_last_run
+
+    run = write_tiny_run(tmp_path / "run")
+    audit = pd.read_csv(run / "audit/a.csv")
+    before = RunSnapshot(inventory_table({"test": []}), audit, "2026-12-01T00:00:00+00:00")
+    added = inventory_table({"test": [(f"new{i:02}.png", str(i)) for i in range(15)]})
+    (run / "changes.json").write_text(json.dumps(since_last_run(before, added, audit)))
+    html = reports.render(run).read_text(encoding="utf-8")
+    summary, detail = html.split('<section id="section-1">', 1)
+    assert "<details" not in summary
+    collapsed = re.findall(r'<details class="table"><summary><strong>(.*?)</strong> \((\d+) rows\)</summary>(.*?)'
+                           r"</details>", detail, re.S)
+    assert [(caption, rows) for caption, rows, _ in collapsed] == [("The films concerned (up to 20 of each kind)",
+                                                                     "15")]
+    assert collapsed[0][2].count("<tr") == 16  # + the header row
+    shown = re.findall(r'<div class="table"><p>.*?</table>', detail, re.S)
+    assert shown and all(table.count("<tr") <= 13 for table in shown)
+    assert "<summary><strong>The run's config.yaml</strong></summary><pre>" in detail
