@@ -19,7 +19,7 @@ from flows.settings import use_offline_prefect
 from flows.signals import end_children_on_termination
 
 if TYPE_CHECKING:
-    from flows.config import AuditConfig
+    from flows.config import RunConfig
 
 app = typer.Typer(help="Audit chest X-ray datasets for burned-in text shortcuts (iGOS++, COVIDx -> COVIDx++).",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -50,7 +50,7 @@ def _fail(error: Exception, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _config(config_path: Path | None, **overrides: object) -> AuditConfig:
+def _config(config_path: Path | None, **overrides: object) -> RunConfig:
     """The validated config; exit code 2 (nothing done) on a bad one."""
     from flows.config import ConfigError, load_config
 
@@ -64,8 +64,9 @@ def _audit(config_path: Path | None, **overrides: object) -> None:
     """Load and validate the config, run the flow, print the headline."""
     config = _config(config_path, **overrides)
     from datasets.errors import PatientLeakError, SplitFileError
-    from flows.audit import percent, run_audit
+    from flows.audit import run_audit
     from flows.rundir import RunInUseError
+    from flows.summary import percent
     from pipeline.clean import CleanError
 
     end_children_on_termination()  # Prefect's temporary server and Dask's workers die with this process
@@ -261,12 +262,60 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<id>
     """(Re-)render report.html and summary.md of a run from its files."""
     from reports import render
 
+    typer.echo(f"wrote {render(_run_folder(run_dir))}")
+
+
+def _run_folder(run_dir: Path) -> Path:
+    """`run_dir` when it is a folder a run wrote; exit code 2 otherwise."""
     if not run_dir.is_dir():
         raise _fail(FileNotFoundError(f"{run_dir}: no such run folder"), 2)
     if not (run_dir / "config.yaml").is_file():
         raise _fail(FileNotFoundError(f"{run_dir}: not a run folder (no config.yaml): give the folder a run "
                                       "wrote (cxr-audit run --out / demo --out)"), 2)
-    typer.echo(f"wrote {render(run_dir)}")
+    return run_dir
+
+
+@app.command()
+def review(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<id>).")],
+    carry_from: Annotated[Path | None, typer.Option(help="An earlier run of the same dataset: take over its "
+                                                         "decisions on the films that are unchanged.")] = None,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0: a free one).")] = 0,
+    browser: Annotated[bool, typer.Option("--browser/--no-browser", help="Open the page in the browser.")] = True,
+    reviewer: Annotated[str | None, typer.Option(help="Name recorded with each decision (default: the OS "
+                                                      "user).")] = None,
+) -> None:
+    """Review A's flagged and top-ranked films in the browser: mark each "relies on text", "does not" or "unsure"
+    (saved to RUN_DIR/review/decisions.csv, with the film's sha256)."""
+    import getpass
+    import webbrowser
+
+    from flows.review_app import bind, create_app, serve
+    from flows.review_run import ReviewError, ReviewRun
+    from reports.review import DECISIONS, DecisionsError, current_decisions
+
+    try:
+        opened = ReviewRun.open(_run_folder(run_dir), reviewer or getpass.getuser())
+        if carry_from is not None:
+            if _run_folder(carry_from).resolve() == run_dir.resolve():
+                raise ReviewError(f"--carry-from {carry_from} is the run itself: its decisions count already")
+            carried = opened.carry_from(carry_from)
+            typer.echo(f"carried {len(carried)} decision(s) from {carry_from / DECISIONS}")
+        decisions = current_decisions(run_dir)
+    except (ReviewError, DecisionsError) as error:
+        raise _fail(error, 2) from error
+    try:
+        sock = bind(port)
+    except OSError as error:
+        raise _fail(OSError(f"port {port} on 127.0.0.1: {error.strerror}: choose another --port"), 2) from error
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    typer.echo(f"{len(opened.films)} films of A's audit ({int(opened.films['flagged'].astype(bool).sum())} flagged); "
+               f"{len(decisions.current)} decided, {len(decisions.stale)} to review again (the film changed); "
+               f"decisions go to {run_dir / DECISIONS}")
+    typer.echo(f"review at {url} (Ctrl-C stops)")
+    if browser:
+        webbrowser.open(url)
+    serve(create_app(opened), sock)
 
 
 @app.command()

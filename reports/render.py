@@ -11,13 +11,10 @@ for full-resolution crops (reports.crops); no image header field is shown or kep
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import math
-import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
@@ -25,194 +22,45 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from reports import crops
+from datasets.atomic import write_text
+from reports import crops, history
+from reports.blocks import (
+    Block,
+    Code,
+    Image,
+    Run,
+    Section,
+    Table,
+    Text,
+    interval_cells,
+    not_run,
+    number,
+    p_value,
+    source_of,
+    split_key,
+    table_block,
+    with_ci,
+)
 from reports.figures import Panel, confusion_png, distribution_png, panels_png
 from reports.saliency_shift import ShareShift, empty_maps, share_shift
 
 LOG = logging.getLogger(__name__)
 
 ALPHA = 0.01  # McNemar p below this counts as a significant change
-SPLIT_ORDER = ("test", "test_decorrelated", "test_pp")
 HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 N_PAIRS = 4  # cleaned COVIDx++ films shown before/after
 N_BOXES = 3  # removed boxes per cleaned film shown at full resolution
 N_UNCHANGED = 4  # films where detection found nothing, shown by their corners and bottom strip
 N_REFUSED = 30  # rows of the refused-boxes table
-COLLAPSED_ROWS = 12  # a detail table with more rows is shown collapsed
 STAGE_TIMES = (("train A", "models/a_history.csv"), ("train B", "models/b_history.csv"),
                ("text detection", "text/detections.csv"), ("explain A", "explain/a/index.csv"),
                ("explain B", "explain/b/index.csv"))
+FEW_VALIDATION_IMAGES = 30  # as pipeline.train's (reports may not import pipeline; a test checks they agree)
 SHORTCUTS_NOT_TESTED = (
     "Burned-in text is one shortcut among several: source-specific processing, borders and collimation, "
     "laterality markers, patient positioning (portable films) and devices are untouched by inpainting, "
     "which does not remove source identity. These results say nothing about those."
 )
-
-
-@dataclass(frozen=True)
-class Text:
-    """A paragraph."""
-
-    text: str
-    kind: str = "text"
-
-
-@dataclass(frozen=True)
-class Code:
-    """Preformatted text."""
-
-    text: str
-    kind: str = "code"
-
-
-@dataclass(frozen=True)
-class Table:
-    """A table of display strings (see `_display`), sortable in the HTML."""
-
-    caption: str
-    frame: pd.DataFrame
-    kind: str = "table"
-
-    @property
-    def long(self) -> bool:
-        """Shown collapsed in the detail sections (the caption, with its row count, opens it)."""
-        return len(self.frame) > COLLAPSED_ROWS
-
-    def html(self) -> str:
-        return self.frame.to_html(index=False, classes="sortable", border=0, escape=True)
-
-
-@dataclass(frozen=True)
-class Image:
-    """A PNG figure (HTML only); `full_resolution`: shown at its own size, never scaled by the browser."""
-
-    caption: str
-    png: bytes
-    full_resolution: bool = False
-    kind: str = "image"
-
-    def data_uri(self) -> str:
-        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
-
-
-Block = Text | Code | Table | Image
-
-
-@dataclass
-class Section:
-    """One numbered report section; `missing` lists the run files whose absence left it not run."""
-
-    number: int
-    title: str
-    blocks: list[Block] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-
-    @property
-    def anchor(self) -> str:
-        return f"section-{self.number}"
-
-
-def _split_key(split: str) -> tuple[int, str]:
-    """The contract's split order first, other splits after, alphabetically."""
-    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split)
-
-
-class Run:
-    """Read access to a run directory's files; a missing or unreadable file reads as None."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def csv(self, relative: str) -> pd.DataFrame | None:
-        path = self.root / relative
-        if not path.is_file():
-            return None
-        try:
-            return pd.read_csv(path)
-        except (OSError, ValueError) as error:  # pandas' parser errors are ValueErrors
-            LOG.warning("%s: unreadable (%s): treated as not run", path, error)
-            return None
-
-    def text(self, relative: str) -> str | None:
-        path = self.root / relative
-        return path.read_text(encoding="utf-8") if path.is_file() else None
-
-    def json(self, relative: str) -> dict | None:
-        text = self.text(relative)
-        try:
-            return json.loads(text) if text is not None else None
-        except ValueError as error:
-            LOG.warning("%s: unreadable JSON (%s)", self.root / relative, error)
-            return None
-
-    def npz(self, relative: str) -> dict[str, np.ndarray] | None:
-        path = self.root / relative
-        if not path.is_file():
-            return None
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-
-    def predictions(self, model: str) -> dict[str, pd.DataFrame]:
-        """The model's readable predictions per test split, in the contract's split order."""
-        found = [path.stem[len(model) + 1:] for path in (self.root / "predictions").glob(f"{model}_*.csv")]
-        frames = {split: self.csv(f"predictions/{model}_{split}.csv") for split in sorted(found, key=_split_key)}
-        return {split: frame for split, frame in frames.items() if frame is not None}
-
-
-# ---------------------------------------------------------------- formatting
-
-
-def _number(value: object, digits: int = 3) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        return str(value)
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        return "" if math.isnan(value) else f"{value:.{digits}f}"
-    return "" if value is None else str(value)
-
-
-def _p(value: float) -> str:
-    return "" if value is None or math.isnan(value) else f"{value:.2g}"
-
-
-def _with_ci(value: float, low: float, high: float, n: float | None = None) -> str:
-    """"value [low, high] (n=N)": a defined value without an interval rests on too few images for one
-    (pipeline.compare.MIN_INTERVAL_N) and says so; `n` None: a table written before metrics counted images."""
-    interval = f" [{_number(low)}, {_number(high)}]" if not (math.isnan(low) or math.isnan(high)) else ""
-    if n is None or math.isnan(n):
-        return _number(value) + interval
-    if not interval and not math.isnan(value):
-        return f"{_number(value)} (n={int(n)}: too few images for an interval)"
-    return f"{_number(value)}{interval} (n={int(n)})"
-
-
-def _cells(metrics: pd.DataFrame) -> list[str]:
-    """`_with_ci` of every metrics row (with its n when the table has one)."""
-    counts = metrics["n"] if "n" in metrics else pd.Series(np.nan, index=metrics.index)
-    return [_with_ci(value, low, high, n) for value, low, high, n in
-            zip(metrics["value"], metrics["ci_low"], metrics["ci_high"], counts, strict=True)]
-
-
-def _display(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every cell as its display string: floats with 3 decimals, p-values with 2 significant digits."""
-    shown = frame.copy()
-    for column in shown.columns:
-        format_cell = _p if column == "p_value" else _number
-        shown[column] = [format_cell(value) for value in shown[column].tolist()]
-    return shown
-
-
-def _table(caption: str, frame: pd.DataFrame) -> Table:
-    return Table(caption, _display(frame.drop(columns=["patient_id"], errors="ignore")))
-
-
-def _not_run(what: str, *paths: str) -> Text:
-    return Text(f"{what}: not run ({', '.join(paths)} missing).")
-
-
-def _source(frame: pd.DataFrame) -> pd.Series:
-    return frame["source"].fillna("").astype(str).replace("", "(none)")
 
 
 # ---------------------------------------------------------------- sections
@@ -224,37 +72,40 @@ def _section_run(run: Run, summary: Mapping) -> Section:
         seconds = summary.get("seconds")
         runner = summary.get("task_runner")
         section.blocks.append(Text(f"Run {summary.get('run_id', run.root.name)}; time taken: "
-                                   f"{_number(seconds, 0) + ' s' if seconds is not None else 'not recorded'}"
+                                   f"{number(seconds, 0) + ' s' if seconds is not None else 'not recorded'}"
                                    + (f"; per-image work ran on {runner}." if runner else ".")))
     else:
         section.missing.append("summary.json")
-    counts = [frame.assign(split=split, source=_source(frame)).groupby(["split", "label", "source"]).size()
+    counts = [frame.assign(split=split, source=source_of(frame)).groupby(["split", "label", "source"]).size()
               for split, frame in run.predictions("a").items()]
     if counts:
-        section.blocks.append(_table("Test images per split, class and source",
-                                     pd.concat(counts).rename("images").reset_index()))
+        section.blocks.append(table_block("Test images per split, class and source",
+                                          pd.concat(counts).rename("images").reset_index()))
     if summary.get("dataset"):
         flat = pd.json_normalize(summary["dataset"], sep=" / ").T.reset_index()
-        section.blocks.append(_table("Dataset counts (summary.json)", flat.set_axis(["count", "value"], axis=1)))
+        section.blocks.append(table_block("Dataset counts (summary.json)", flat.set_axis(["count", "value"], axis=1)))
     section.blocks += _data_quality(run.json("data_quality.json"))
     metas = {m: meta for m in "ab" if (meta := run.json(f"models/{m}.json"))}
     if metas:
         rows = [{"model": m.upper(), **{k: v for k, v in meta.items() if not isinstance(v, (dict, list))},
                  "labels": ", ".join(meta.get("labels", []))} for m, meta in metas.items()]
-        section.blocks.append(_table("Classifiers (checkpoint metadata: seeds, sizes, training-data hash)",
-                                     pd.DataFrame(rows)))
+        section.blocks.append(table_block("Classifiers (checkpoint metadata: seeds, sizes, training-data hash)",
+                                          pd.DataFrame(rows)))
+        section.blocks += [Text(line, kind="verdict") for m, meta in metas.items()
+                           if (line := _few_validation_images(m, meta)) is not None]
     section.blocks.append(Text("Package versions: " + (", ".join(f"{k} {v}" for k, v in summary["versions"].items())
                                                       if summary.get("versions") else "not recorded by this run.")))
     timings = run.csv("timings.csv")
     if timings is not None:
-        section.blocks.append(_table("Time per stage of this run (s; a stage reused from an earlier run takes about "
-                                     "0 s; the total is summary.json's; the report is rendered after it)", timings))
+        section.blocks.append(table_block("Time per stage of this run (s; a stage reused from an earlier run takes "
+                                          "about 0 s; the total is summary.json's; the report is rendered after it)",
+                                          timings))
     else:  # a run from before timings.csv: the stages' own tables
         times = {stage: frame["seconds"].sum() for stage, relative in STAGE_TIMES
                  if (frame := run.csv(relative)) is not None and "seconds" in frame}
         if times:
-            section.blocks.append(_table("Time per stage (s)",
-                                         pd.DataFrame(times.items(), columns=["stage", "seconds"])))
+            section.blocks.append(table_block("Time per stage (s)",
+                                              pd.DataFrame(times.items(), columns=["stage", "seconds"])))
     config = run.text("config.yaml")
     if config is None:
         section.missing.append("config.yaml")
@@ -263,6 +114,16 @@ def _section_run(run: Run, summary: Mapping) -> Section:
         section.blocks.append(Text("Seeds: " + (seeds or "none in config.yaml") + "."))
         section.blocks.append(Code(config))
     return section
+
+
+def _few_validation_images(model: str, meta: Mapping) -> str | None:
+    """A warning when classifier `model`'s epoch was chosen on fewer than FEW_VALIDATION_IMAGES validation images."""
+    images = meta.get("validation", {}).get("images")
+    if images is None or images >= FEW_VALIDATION_IMAGES:
+        return None
+    return (f"Classifier {model.upper()}'s epoch was chosen on a validation split of {int(images)} images (of its "
+            f"training split, by patient), fewer than {FEW_VALIDATION_IMAGES}: that choice and its validation metrics "
+            "rest on too few images to mean much.")
 
 
 def seed_settings(config: Mapping, prefix: str = "") -> list[tuple[str, object]]:
@@ -286,17 +147,17 @@ def _data_quality(quality: Mapping | None) -> list[Block]:
              "lines repeated verbatim (read once)": found["repeated_lines"],
              "filenames listed again with other fields (first line kept)": len(found["conflicts"])}
             for name, found in splits.items()]
-    blocks: list[Block] = [_table("Data quality: split files as read", pd.DataFrame(rows))]
+    blocks: list[Block] = [table_block("Data quality: split files as read", pd.DataFrame(rows))]
     conflicts = [{"split": name, **conflict, "differs": ", ".join(conflict["differs"])}
                  for name, found in splits.items() for conflict in found["conflicts"]]
     if conflicts:
-        blocks.append(_table("Data quality: filenames listed twice with other fields (the later line was not read)",
-                             pd.DataFrame(conflicts)))
+        blocks.append(table_block("Data quality: filenames listed twice with other fields (the later line was not "
+                                  "read)", pd.DataFrame(conflicts)))
     overlap = quality.get("patient_overlap", {})
     if overlap:
-        blocks.append(_table("Data quality: test images of patients also in training (allowed by the config; "
-                             "their results are optimistic)",
-                             pd.DataFrame([{"split": name, "patients": found["patients"], "images": len(
+        blocks.append(table_block("Data quality: test images of patients also in training (allowed by the config; "
+                                  "their results are optimistic)",
+                                  pd.DataFrame([{"split": name, "patients": found["patients"], "images": len(
                                  found["filenames"]), "filenames": ", ".join(found["filenames"][:20])}
                                  for name, found in overlap.items()])))
     return blocks
@@ -306,14 +167,14 @@ def _confusion(frame: pd.DataFrame, title: str) -> list[Block]:
     labels = list(dict.fromkeys([*frame["label"], *frame["predicted"]]))
     counts = pd.crosstab(frame["label"], frame["predicted"]).reindex(index=labels, columns=labels, fill_value=0)
     table = counts.rename_axis(index="true \\ predicted", columns=None).reset_index()
-    return [Image(title, confusion_png(counts.to_numpy(), labels, title)), _table(title, table)]
+    return [Image(title, confusion_png(counts.to_numpy(), labels, title)), table_block(title, table)]
 
 
 def _metric_table(metrics: pd.DataFrame, model: str) -> pd.DataFrame:
     """metric × split cells "value [ci_low, ci_high]" of one model on all images."""
     rows = metrics[(metrics["model"] == model) & (metrics["stratum_kind"] == "all")]
-    cells = rows.assign(cell=_cells(rows))
-    return cells.pivot(index="metric", columns="split", values="cell").reset_index().rename_axis(columns=None)
+    shown = rows.assign(cell=interval_cells(rows))
+    return shown.pivot(index="metric", columns="split", values="cell").reset_index().rename_axis(columns=None)
 
 
 def _section_model_a(run: Run, metrics: pd.DataFrame | None) -> Section:
@@ -326,9 +187,9 @@ def _section_model_a(run: Run, metrics: pd.DataFrame | None) -> Section:
         section.blocks.append(Table("Metrics of A on each test split (95 % paired-bootstrap interval)",
                                     _metric_table(metrics, "a")))
     else:
-        section.blocks.append(_not_run("Intervals", "compare/metrics.csv"))
+        section.blocks.append(not_run("Intervals", "compare/metrics.csv"))
     for split, frame in predictions.items():
-        section.blocks.append(Text(f"{split}: {len(frame)} images, accuracy {_number(frame['correct'].mean())}."))
+        section.blocks.append(Text(f"{split}: {len(frame)} images, accuracy {number(frame['correct'].mean())}."))
         section.blocks.extend(_confusion(frame, f"A on {split}: confusion matrix"))
     return section
 
@@ -351,8 +212,8 @@ def _lesion_hits(audit: pd.DataFrame) -> Block:
     hits = lesions.assign(hit=lesions["lesion_share"] > lesions["text_share"]).groupby("label").agg(
         images=("hit", "size"), mean_lesion_share=("lesion_share", "mean"), mean_text_share=("text_share", "mean"),
         lesion_hit_rate=("hit", "mean")).reset_index()
-    return _table("Lesion-hit rate on synthetic data (an image with a lesion is a hit when more saliency lies on "
-                  "the lesion than on the text)", hits)
+    return table_block("Lesion-hit rate on synthetic data (an image with a lesion is a hit when more saliency lies on "
+                       "the lesion than on the text)", hits)
 
 
 def _gallery(gallery: Mapping[str, np.ndarray]) -> list[Block]:
@@ -361,7 +222,7 @@ def _gallery(gallery: Mapping[str, np.ndarray]) -> list[Block]:
     for i, name in enumerate(gallery["filenames"]):
         image = gallery["images"][i]
         title = (f"{name}: {gallery['labels'][i]} predicted {gallery['predicted'][i]}, "
-                 f"text share {_number(float(gallery['text_share'][i]))}")
+                 f"text share {number(float(gallery['text_share'][i]))}")
         panels = [Panel("image", image), Panel("iGOS++ overlay", image, gallery["saliency"][i]),
                   Panel("detected text", image, boxes=boxes[i]), Panel("inpainted", gallery["inpainted"][i])]
         blocks.append(Image(title, panels_png(panels, title)))
@@ -377,28 +238,28 @@ def _section_audit_a(run: Run, summary: Mapping) -> Section:
     counterfactual = audit[audit["counterfactual"].astype(bool)]
     section.blocks.append(Text(
         f"{len(audit)} images audited; {int(audit['flagged'].sum())} flagged as text-reliant "
-        f"(flagged rate {_number(audit['flagged'].mean())}); mean text share {_number(audit['text_share'].mean())} "
-        f"on a mean text area of {_number(audit['text_area'].mean())}. Counterfactuals (text inpainted, A re-run): "
+        f"(flagged rate {number(audit['flagged'].mean())}); mean text share {number(audit['text_share'].mean())} "
+        f"on a mean text area of {number(audit['text_area'].mean())}. Counterfactuals (text inpainted, A re-run): "
         f"{len(counterfactual)}, prediction changed in {int(counterfactual['cf_prediction_changed'].eq(True).sum())}, "
-        f"mean drop of the target probability {_number(counterfactual['cf_probability_drop'].mean())}."))
+        f"mean drop of the target probability {number(counterfactual['cf_probability_drop'].mean())}."))
     quality = {k: summary[k] for k in ("flag_by", "flag_precision", "flag_recall", "share_flag_precision",
                                        "share_flag_recall", "confirmed_precision", "confirmed_recall",
                                        "counterfactual_precision", "counterfactual_recall", "share_roc_auc",
                                        "truth_share_roc_auc", "flag_threshold") if summary.get(k) is not None}
     if quality:
         reference = summary.get("flag_reference", "ground truth")
-        section.blocks.append(_table(f"Flag quality against {reference}: did the prediction change when the text "
-                                     "alone was removed? The run's flags (flag_by), flags from the saliency share "
-                                     "alone (share ≥ flag_threshold), the share confirmed by the counterfactual, "
-                                     "and the counterfactual alone", pd.DataFrame([quality])))
+        section.blocks.append(table_block(f"Flag quality against {reference}: did the prediction change when the text "
+                                          "alone was removed? The run's flags (flag_by), flags from the saliency share "
+                                          "alone (share ≥ flag_threshold), the share confirmed by the counterfactual, "
+                                          "and the counterfactual alone", pd.DataFrame([quality])))
     section.blocks.append(_share_plot({"A": audit}, lambda f: f["label"], "class"))
-    section.blocks.append(_share_plot({"A": audit}, _source, "source"))
+    section.blocks.append(_share_plot({"A": audit}, source_of, "source"))
     for what in ("class", "source"):
         table = run.csv(f"audit/a_by_{what}.csv")
-        section.blocks.append(_table(f"Audit of A per {what}: flagged rate and counterfactual results", table)
-                              if table is not None else _not_run(f"Per-{what} summary", f"audit/a_by_{what}.csv"))
+        section.blocks.append(table_block(f"Audit of A per {what}: flagged rate and counterfactual results", table)
+                              if table is not None else not_run(f"Per-{what} summary", f"audit/a_by_{what}.csv"))
     gallery = run.npz("audit/a_gallery.npz")
-    section.blocks.extend(_gallery(gallery) if gallery is not None else [_not_run("Gallery", "audit/a_gallery.npz")])
+    section.blocks.extend(_gallery(gallery) if gallery is not None else [not_run("Gallery", "audit/a_gallery.npz")])
     section.blocks.append(_lesion_hits(audit))
     return section
 
@@ -412,14 +273,14 @@ def _refused_boxes(manifest: pd.DataFrame) -> Block:
             for row in manifest.itertuples() for box in crops.parse_boxes(row.refused_boxes)]
     if not rows:
         return Text("No detected box was refused by the text guard.")
-    return _table(f"Boxes the text guard refused (left in the film): {min(len(rows), N_REFUSED)} shown of "
-                  f"{len(rows)}", pd.DataFrame(rows[:N_REFUSED]))
+    return table_block(f"Boxes the text guard refused (left in the film): {min(len(rows), N_REFUSED)} shown of "
+                       f"{len(rows)}", pd.DataFrame(rows[:N_REFUSED]))
 
 
 def _shown(shown: crops.Shown, what: str) -> list[Block]:
     blocks: list[Block] = [Image(item.caption, item.png, item.full_resolution) for item in shown.items]
     if shown.skipped:
-        blocks.append(_table(f"{what}: films not shown", pd.DataFrame(shown.skipped, columns=["source", "why"])))
+        blocks.append(table_block(f"{what}: films not shown", pd.DataFrame(shown.skipped, columns=["source", "why"])))
     return blocks
 
 
@@ -466,14 +327,14 @@ def _section_covidx_pp(run: Run) -> Section:
         return section
     manifest["source"] = manifest["source"].fillna("").astype(str)
     counts = manifest["status"].value_counts().reindex(["cleaned", "unchanged", "rejected"], fill_value=0)
-    section.blocks.append(_table("Images per status", counts.rename("images").reset_index()))
+    section.blocks.append(table_block("Images per status", counts.rename("images").reset_index()))
     cleaned = manifest[manifest["status"] == "cleaned"]
     fraction = cleaned["masked_fraction"]
     area = pd.DataFrame([{"images": len(cleaned), "mean": fraction.mean(), "median": fraction.median(),
                           "max": fraction.max()}])
-    section.blocks.append(_table("Masked area of the cleaned images (fraction of the image)", area))
+    section.blocks.append(table_block("Masked area of the cleaned images (fraction of the image)", area))
     rejected = manifest[manifest["status"] == "rejected"][["source", "reason"]]
-    section.blocks.append(_table("Rejected images", rejected) if len(rejected) else Text("No image was rejected."))
+    section.blocks.append(table_block("Rejected images", rejected) if len(rejected) else Text("No image was rejected."))
     section.blocks.append(_refused_boxes(manifest))
     section.blocks.extend(_crops(run, manifest))
     return section
@@ -486,7 +347,7 @@ def _verdict(metrics: pd.DataFrame, mcnemar: pd.DataFrame, shift: ShareShift | N
     covid = next((m for m in ("recall_COVID-19", "recall_positive") if m in set(all_rows["metric"])), "macro_recall")
     tests = mcnemar[mcnemar["stratum_kind"] == "all"].set_index("split")["p_value"]
     lines = []
-    for split in sorted(set(all_rows["split"]), key=_split_key):
+    for split in sorted(set(all_rows["split"]), key=split_key):
         values = all_rows[(all_rows["split"] == split) & (all_rows["metric"] == covid)].set_index("model")
         if not {"a", "b", "b-a"} <= set(values.index):
             continue
@@ -494,12 +355,12 @@ def _verdict(metrics: pd.DataFrame, mcnemar: pd.DataFrame, shift: ShareShift | N
         n = values.loc["b-a"].get("n", float("nan"))
         p = tests.get(split, float("nan"))
         if not math.isnan(n) and math.isnan(low) and not math.isnan(diff):  # too few images for an interval
-            lines.append(f"On {split}, {covid} rests on {int(n)} image(s) (A {_number(values.loc['a', 'value'])}, "
-                         f"B {_number(values.loc['b', 'value'])}): too few for an interval or a verdict.")
+            lines.append(f"On {split}, {covid} rests on {int(n)} image(s) (A {number(values.loc['a', 'value'])}, "
+                         f"B {number(values.loc['b', 'value'])}): too few for an interval or a verdict.")
             continue
-        line = (f"On {split}, {covid} is {_number(values.loc['a', 'value'])} for A and "
-                f"{_number(values.loc['b', 'value'])} for B: difference {_with_ci(diff, low, high, n)}, "
-                f"McNemar p = {_p(p) or 'not computed'}.")
+        line = (f"On {split}, {covid} is {number(values.loc['a', 'value'])} for A and "
+                f"{number(values.loc['b', 'value'])} for B: difference {with_ci(diff, low, high, n)}, "
+                f"McNemar p = {p_value(p) or 'not computed'}.")
         if not p < ALPHA:
             line += (f" Not significant at p < {ALPHA}: the numbers do not show that removing the text changed "
                      "the classifier here.")
@@ -537,8 +398,8 @@ def _section_compare(run: Run, metrics: pd.DataFrame | None) -> Section:
     audits = [run.csv(f"audit/{m}.csv") for m in "ab"]
     shift = share_shift(*audits) if all(table is not None for table in audits) else None
     section.blocks.extend(Text(line, kind="verdict") for line in _verdict(metrics, mcnemar, shift))
-    cells = metrics.assign(cell=_cells(metrics))
-    wide = cells.pivot_table(index=["split", "stratum_kind", "stratum", "metric"], columns="model", values="cell",
+    shown = metrics.assign(cell=interval_cells(metrics))
+    wide = shown.pivot_table(index=["split", "stratum_kind", "stratum", "metric"], columns="model", values="cell",
                              aggfunc="first").reindex(columns=["a", "b", "b-a"]).reset_index()
     wide = wide.rename(columns={"a": "A", "b": "B", "b-a": "B − A"}).rename_axis(columns=None)
     overall = wide["stratum_kind"] == "all"
@@ -546,12 +407,12 @@ def _section_compare(run: Run, metrics: pd.DataFrame | None) -> Section:
     headline = wide["metric"].isin(HEADLINE_METRICS) | wide["metric"].str.startswith("recall_")
     per_stratum = wide[~overall & headline]
     section.blocks.append(Table("Per stratum (source; flagged by the audit of A)", per_stratum))
-    section.blocks.append(_table("McNemar's exact test on correctness (a_only: A right, B wrong)", mcnemar))
+    section.blocks.append(table_block("McNemar's exact test on correctness (a_only: A right, B wrong)", mcnemar))
     seeds = run.csv("compare/seeds.csv")
     if seeds is not None:
         shown = seeds[(seeds["stratum_kind"] == "all") & (seeds["metric"].isin(HEADLINE_METRICS)
                                                           | seeds["metric"].str.startswith("recall_"))]
-        section.blocks.append(_table("Across training seeds: mean ± sd of each arm (all images)", shown))
+        section.blocks.append(table_block("Across training seeds: mean ± sd of each arm (all images)", shown))
     for split, frame in run.predictions("b").items():
         section.blocks.extend(_confusion(frame, f"B on {split}: confusion matrix"))
     return section
@@ -566,8 +427,8 @@ def _section_reaudit(run: Run) -> Section:
     if "A" in audits:
         section.blocks.append(Text(share_shift(audits["A"], audits["B"]).statement()))
     else:
-        section.blocks.append(Text(f"Mean text share of B: {_number(audits['B']['text_share'].mean())}, against a "
-                                   f"chance level (the mean text area) of {_number(audits['B']['text_area'].mean())}"
+        section.blocks.append(Text(f"Mean text share of B: {number(audits['B']['text_share'].mean())}, against a "
+                                   f"chance level (the mean text area) of {number(audits['B']['text_area'].mean())}"
                                    f" (n = {len(audits['B'])} images); A's audit is missing, so no comparison."))
     if (empty := empty_maps(audits)) is not None:
         section.blocks.append(Text(empty))
@@ -575,12 +436,12 @@ def _section_reaudit(run: Run) -> Section:
     for what in ("class", "source"):
         tables = {m: run.csv(f"audit/{m}_by_{what}.csv") for m in "ab"}
         if any(t is None for t in tables.values()):
-            section.blocks.append(_not_run(f"Share before vs after per {what}", f"audit/<m>_by_{what}.csv"))
+            section.blocks.append(not_run(f"Share before vs after per {what}", f"audit/<m>_by_{what}.csv"))
             continue
         merged = tables["a"][["group", "mean_text_share", "flagged_rate"]].merge(
             tables["b"][["group", "mean_text_share", "flagged_rate"]], on="group", how="outer", suffixes=("_a", "_b"))
         merged["share_change"] = merged["mean_text_share_b"] - merged["mean_text_share_a"]
-        section.blocks.append(_table(f"Text share before (A) and after (B) per {what}", merged))
+        section.blocks.append(table_block(f"Text share before (A) and after (B) per {what}", merged))
     return section
 
 
@@ -613,7 +474,7 @@ def _most_reliant(audit: pd.DataFrame, count: int = 6) -> pd.DataFrame:
     when the text alone was inpainted, then the highest text share."""
     ranked = audit.assign(drop=pd.to_numeric(audit["cf_probability_drop"], errors="coerce").fillna(-1.0))
     ranked = ranked.sort_values(["drop", "text_share", "filename"], ascending=[False, False, True]).head(count)
-    return pd.DataFrame({"film": ranked["filename"], "class": ranked["label"], "source": _source(ranked),
+    return pd.DataFrame({"film": ranked["filename"], "class": ranked["label"], "source": source_of(ranked),
                          "prediction": ranked["predicted"], "after text removed": ranked["cf_predicted"].fillna("–"),
                          "probability drop": ranked["cf_probability_drop"], "text share": ranked["text_share"]})
 
@@ -636,54 +497,24 @@ def _section_summary(run: Run, metrics: pd.DataFrame | None) -> Section:
                   f"was inpainted in {_rate(changed, int(tried.sum()))} of the audited images with text "
                   f"({len(audit)} audited).")
     section.blocks.append(Text(answer, kind="verdict"))
-    section.blocks.append(_table("Reliance on text per class (audit of A)", _reliance(audit, "label")))
+    section.blocks.append(table_block("Reliance on text per class (audit of A)", _reliance(audit, "label")))
     mcnemar = run.csv("compare/mcnemar.csv")
     audit_b = run.csv("audit/b.csv")
     shift = share_shift(audit, audit_b) if audit_b is not None else None
     if metrics is not None and mcnemar is not None:
         section.blocks.extend(Text(line, kind="verdict") for line in _verdict(metrics, mcnemar, shift)[:-1])
-    section.blocks.append(_table("Reliance on text per source (audit of A)", _reliance(audit, "source")))
+    section.blocks.append(table_block("Reliance on text per source (audit of A)", _reliance(audit, "source")))
     drops = pd.to_numeric(audit["cf_probability_drop"], errors="coerce")
     if (drops > 0).any():
-        section.blocks.append(_table("The most text-reliant films (largest drop of A's probability when the text "
-                                     "alone was inpainted)", _most_reliant(audit[drops > 0])))
+        section.blocks.append(table_block("The most text-reliant films (largest drop of A's probability when the text "
+                                          "alone was inpainted)", _most_reliant(audit[drops > 0])))
     else:
         section.blocks.append(Text("No film's predicted probability dropped when its text alone was inpainted, so no "
                                    "film is listed as text-reliant."))
     if (since := run.json("changes.json")) is not None:
-        section.blocks.append(Text(_since_line(since) + " (Section 7.)"))
-    return section
-
-
-def _since_line(since: Mapping) -> str:
-    """One sentence of changes.json: what changed since the last completed run into this folder."""
-    images, flags = since["images"], since["flags"]
-    return (f"Since the last run (finished {since['previous_finished_at']} UTC): {images['added']} image(s) added, "
-            f"{images['removed']} removed, {images['changed']} changed, {images['unreadable']} listed but unreadable, "
-            f"{images['unchanged']} unchanged; "
-            f"{flags['new']} film(s) newly flagged as text-reliant, {flags['gone']} no longer flagged "
-            f"(of {flags['audited_both_times']} audited both times).")
-
-
-def _section_changes(run: Run) -> Section | None:
-    """What changed since the last completed run into this folder (changes.json); None on a first run."""
-    since = run.json("changes.json")
-    if since is None:
-        return None
-    section = Section(7, "Since the last run")
-    section.blocks.append(Text(_since_line(since)))
-    per_split = pd.DataFrame.from_dict(since["images"]["per_split"], orient="index").rename_axis("split")
-    section.blocks.append(_table("Images per split: added, removed, changed (sha256 of the file), unreadable",
-                                 per_split.reset_index()))
-    listed = [(kind, name) for kind, names in since["images"]["listed"].items() for name in names]
-    listed += [(f"flag {kind}", name) for kind in ("new", "gone") for name in since["flags"][f"listed_{kind}"]]
-    if listed:
-        section.blocks.append(_table("The films concerned (up to 20 of each kind)",
-                                     pd.DataFrame(listed, columns=["change", "film"])))
-    by_source = pd.DataFrame(since["by_source"])
-    if len(by_source):
-        section.blocks.append(_table("Audit of A per source, last run and this run (n: audited images)",
-                                     by_source))
+        section.blocks.append(Text(f"{history.since_line(since)} (Section “{history.CHANGES_TITLE}”.)"))
+    if (reviewed := history.review_line(run)) is not None:
+        section.blocks.append(Text(f"{reviewed} (Section “{history.REVIEW_TITLE}”.)"))
     return section
 
 
@@ -716,18 +547,14 @@ def render(run_dir: str | Path) -> Path:
     sections = [_section_summary(run, metrics), _section_run(run, summary), _section_model_a(run, metrics),
                 _section_audit_a(run, summary), _section_covidx_pp(run), _section_compare(run, metrics),
                 _section_reaudit(run)]
-    sections += [changes] if (changes := _section_changes(run)) is not None else []
+    later = [section for section in (history.changes_section(run), history.review_section(run)) if section is not None]
+    for position, section in enumerate(later, start=len(sections)):
+        section.number = position
+    sections += later
     title = f"cxr-audit report: run {summary.get('run_id', run.root.name)}"
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                                      autoescape=True, undefined=jinja2.StrictUndefined)
     html = environment.get_template("report.html.j2").render(title=title, summary=sections[0], sections=sections[1:])
-    _write_atomic(run.root / "summary.md", _markdown(sections, title))
-    return _write_atomic(run.root / "report.html", html)
+    write_text(run.root / "summary.md", _markdown(sections, title))
+    return write_text(run.root / "report.html", html)
 
-
-def _write_atomic(path: Path, text: str) -> Path:
-    """Write through a temporary file and rename, so a reader never sees half a report."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-    return path

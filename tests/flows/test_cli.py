@@ -31,7 +31,7 @@ def dataset(tmp_path_factory):
 def test_help_lists_every_command():
     result = RUNNER.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("demo", "run", "synth", "explain", "detect-text", "clean", "report", "serve"):
+    for command in ("demo", "run", "synth", "explain", "detect-text", "clean", "report", "review", "serve"):
         assert command in result.output
 
 

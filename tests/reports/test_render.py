@@ -18,7 +18,8 @@ import pytest
 from matplotlib import image as mpimage
 
 import reports
-from reports.render import _cells, _verdict
+from reports.blocks import interval_cells
+from reports.render import _verdict
 from tests.reports.conftest import PLANTED_HEADER, PLANTED_PATIENT, SUMMARY, write_tiny_run
 
 TITLES = ("Summary", "What was run", "Classifier A", "Audit of A", "COVIDx++", "Classifier B vs A", "Re-audit of B")
@@ -143,11 +144,11 @@ def test_a_recall_over_too_few_images_gets_no_interval_and_no_verdict() -> None:
     verdict = " ".join(_verdict(metrics, mcnemar))
     assert "rests on 1 image(s)" in verdict and "too few for an interval or a verdict" in verdict
     assert "made B worse" not in verdict and "[-1.000, -1.000]" not in verdict
-    assert _cells(metrics) == ["1.000 (n=1: too few images for an interval)",
+    assert interval_cells(metrics) == ["1.000 (n=1: too few images for an interval)",
                                "0.000 (n=1: too few images for an interval)",
                                "-1.000 (n=1: too few images for an interval)"]
     counted = metrics.assign(n=40, ci_low=[0.9, 0.0, -1.0], ci_high=[1.0, 0.1, -0.9])
-    assert _cells(counted)[0] == "1.000 [0.900, 1.000] (n=40)"
+    assert interval_cells(counted)[0] == "1.000 [0.900, 1.000] (n=40)"
 
 
 def test_verdict_on_a_confounded_split_only_says_it_proves_little() -> None:
@@ -261,3 +262,18 @@ def test_long_detail_tables_are_collapsed_and_the_summary_never_is(tmp_path: Pat
     shown = re.findall(r'<div class="table"><p>.*?</table>', detail, re.S)
     assert shown and all(table.count("<tr") <= 13 for table in shown)
     assert "<summary><strong>The run's config.yaml</strong></summary><pre>" in detail
+
+
+def test_an_epoch_chosen_on_few_validation_images_is_flagged(tmp_path: Path) -> None:
+    from pipeline.train import FEW_VALIDATION_IMAGES
+    from reports.render import FEW_VALIDATION_IMAGES as REPORTED
+
+    assert REPORTED == FEW_VALIDATION_IMAGES
+    run = write_tiny_run(tmp_path / "run")
+    for model, images in (("a", 40.0), ("b", 7.0)):
+        path = run / "models" / f"{model}.json"
+        meta = json.loads(path.read_text())
+        path.write_text(json.dumps({**meta, "validation": {**meta["validation"], "images": images}}))
+    html = html_lib.unescape(reports.render(run).read_text(encoding="utf-8"))
+    assert "Classifier B's epoch was chosen on a validation split of 7 images" in html
+    assert "Classifier A's epoch was chosen" not in html
