@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import re
@@ -110,11 +111,20 @@ MISSING = "missing"  # file_sha256 of a file that is not there or cannot be read
 
 def file_sha256(path: str | Path | None) -> str:
     """`sha256_of` the file, or MISSING when there is none or it cannot be read (what depends on it is redone
-    once it is back)."""
+    once it is back). Computed once per process while the file's size and modification time (ns) stay the same:
+    a flow names every image in several cache keys, and the review page checks every decided film on each load."""
+    if path is None:
+        return MISSING
     try:
-        return sha256_of(path) if path is not None else MISSING
+        status = Path(path).stat()
+        return _sha256_while_unchanged(Path(path), status.st_size, status.st_mtime_ns)
     except OSError:
         return MISSING
+
+
+@functools.cache  # one short string per file: bounded by the dataset
+def _sha256_while_unchanged(path: Path, size: int, mtime_ns: int) -> str:
+    return sha256_of(path)
 
 
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:

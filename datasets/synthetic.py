@@ -33,7 +33,7 @@ LABELS = ("normal", "pneumonia", "COVID-19")
 
 
 @dataclass
-class TextBox:
+class BurnedText:
     """Axis-aligned box of one burned-in string, pixels of the image: [x0, x1) × [y0, y1).
 
     kind: what the string is ("laterality", "view", "portable", "site", "date"; "" from `render`);
@@ -58,7 +58,7 @@ class SyntheticImage:
     lesion: np.ndarray
     label: str
     source: str
-    text_boxes: list[TextBox] = field(default_factory=list)
+    text_boxes: list[BurnedText] = field(default_factory=list)
 
 
 SPLITS = ("train", "test", "test_decorrelated")
@@ -158,7 +158,7 @@ class ImageTruth:
     severity: float
     lesion: str
     clean: str
-    text_boxes: list[TextBox]
+    text_boxes: list[BurnedText]
 
 
 # ---- the radiograph ----------------------------------------------------------------------------
@@ -415,7 +415,7 @@ def chest_radiograph(label: str, *, size: int = 256, seed: int | Sequence[int] =
     return Film(clean, shape > 0.3, lungs > 0.5, label, severity, pose)
 
 
-def burn_text(clean: np.ndarray, hospital: Hospital, rng: np.random.Generator) -> tuple[np.ndarray, list[TextBox]]:
+def burn_text(clean: np.ndarray, hospital: Hospital, rng: np.random.Generator) -> tuple[np.ndarray, list[BurnedText]]:
     """Burn `hospital`'s text habits into a copy of `clean` (H, W) in [0, 1]; pixels change only inside the boxes.
 
     Each habit is drawn with its probability, at its anchor (stacked away from the edge when several
@@ -424,7 +424,7 @@ def burn_text(clean: np.ndarray, hospital: Hospital, rng: np.random.Generator) -
     """
     size = clean.shape[0]
     image = clean.copy()
-    boxes: list[TextBox] = []
+    boxes: list[BurnedText] = []
     used = dict.fromkeys(_ANCHORS, 0)
     margin, gap, spread = max(2, round(size * 0.02)), max(1, round(size * 0.01)), max(1, round(size * 0.025))
     for habit in hospital.habits:
@@ -470,10 +470,10 @@ def burn_text(clean: np.ndarray, hospital: Hospital, rng: np.random.Generator) -
         region = np.full((h, w), plate_value, np.float32) if habit.plate else image[y : y + h, x : x + w]
         image[y : y + h, x : x + w] = region * (1 - alpha) + value * alpha
         if habit.plate:
-            boxes.append(TextBox(x, y, x + w, y + h, text, habit.kind, habit.dark))
+            boxes.append(BurnedText(x, y, x + w, y + h, text, habit.kind, habit.dark))
         else:
             rows, cols = np.nonzero(ink)
-            boxes.append(TextBox(x + int(cols.min()), y + int(rows.min()), x + int(cols.max()) + 1,
+            boxes.append(BurnedText(x + int(cols.min()), y + int(rows.min()), x + int(cols.max()) + 1,
                                  y + int(rows.max()) + 1, text, habit.kind, habit.dark))
     return image, boxes
 
@@ -694,5 +694,5 @@ def read_truth(root: str | Path, split: str) -> list[ImageTruth]:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     document = json.loads((Path(root) / "ground_truth" / f"{split}.json").read_text(encoding="utf-8"))
-    return [ImageTruth(**{**entry, "text_boxes": [TextBox(**box) for box in entry["text_boxes"]]})
+    return [ImageTruth(**{**entry, "text_boxes": [BurnedText(**box) for box in entry["text_boxes"]]})
             for entry in document["images"]]

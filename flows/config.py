@@ -38,7 +38,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from datasets.covidx import DuplicatePolicy
-from pipeline.audit import AuditConfig as AuditSettings
+from pipeline.audit import AuditConfig
 from pipeline.clean import CleanConfig
 from pipeline.explain import ExplainConfig
 from pipeline.text import TextConfig
@@ -128,7 +128,7 @@ class RunnerConfig(_Strict):
         return self
 
 
-class AuditConfig(_Strict):
+class RunConfig(_Strict):
     """Everything one audit run needs; see the module docstring and README."""
 
     run_dir: Path = Path("runs/audit")
@@ -136,7 +136,7 @@ class AuditConfig(_Strict):
     train: TrainConfig = TrainConfig()
     explain: ExplainConfig = ExplainConfig()
     text: TextConfig = TextConfig()
-    audit: AuditSettings = AuditSettings()
+    audit: AuditConfig = AuditConfig()
     clean: CleanConfig = CleanConfig()
     compare: CompareSettings = CompareSettings()
     runner: RunnerConfig = RunnerConfig()
@@ -150,7 +150,7 @@ class AuditConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _one_detector_and_one_cleaning(self) -> AuditConfig:
+    def _one_detector_and_one_cleaning(self) -> RunConfig:
         """The stages share one text detector (`text`) and one way of removing text (`clean`): the
         counterfactuals of the audit and COVIDx++ must inpaint alike. The nested copies inside `clean` and
         `audit` follow them; setting a nested copy to something else is an error, not silently ignored."""
@@ -164,7 +164,7 @@ class AuditConfig(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _mask_within_the_image(self) -> AuditConfig:
+    def _mask_within_the_image(self) -> RunConfig:
         """The iGOS mask is upsampled to the model's input: a finer mask than the image means nothing."""
         if self.explain.mask_size > self.train.image_size:
             raise ValueError(f"explain.mask_size ({self.explain.mask_size}) must be at most train.image_size "
@@ -173,7 +173,7 @@ class AuditConfig(_Strict):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _booleans_stay_booleans(cls, data: Any, handler: ModelWrapValidatorHandler[AuditConfig]) -> AuditConfig:
+    def _booleans_stay_booleans(cls, data: Any, handler: ModelWrapValidatorHandler[RunConfig]) -> RunConfig:
         """Refuse a boolean taken as a number and a number taken as a boolean, at every level (the stages'
         dataclasses are validated in pydantic's lax mode; a strict config would refuse dicts for them)."""
         config = handler(data)
@@ -187,7 +187,7 @@ class AuditConfig(_Strict):
         return config
 
     @model_validator(mode="after")
-    def _outputs_outside_the_source(self) -> AuditConfig:
+    def _outputs_outside_the_source(self) -> RunConfig:
         if self.data.root is not None:
             source, run = self.data.root.resolve(), self.run_dir.resolve()
             if run == source or run.is_relative_to(source):
@@ -235,7 +235,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def load_config(path: str | Path | None = None, **overrides: Any) -> AuditConfig:
+def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
     """The config of a YAML file (or the defaults), with top-level `overrides` applied; ConfigError names
     the file and every bad key (a repeated key: with its line)."""
     data: dict[str, Any] = {}
@@ -257,7 +257,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> AuditConfig
         if value is not None:
             data = _merge(data, key.split("."), value)
     try:
-        return AuditConfig.model_validate(data)
+        return RunConfig.model_validate(data)
     except ValidationError as error:
         where = path if path is not None else "config"
         problems = "; ".join(f"{'.'.join(str(p) for p in item['loc']) or '(top)'}: {item['msg']}"

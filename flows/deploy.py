@@ -14,10 +14,10 @@ from typing import Any
 from prefect import flow
 
 from flows.audit import run_audit
-from flows.config import AuditConfig, load_config
+from flows.config import RunConfig, load_config
 
 
-def deployment_config(config_file: str | None = None, settings: dict[str, Any] | None = None) -> AuditConfig:
+def deployment_config(config_file: str | None = None, settings: dict[str, Any] | None = None) -> RunConfig:
     """The validated config that `scheduled_audit` runs with these parameters (ConfigError on a bad one)."""
     return load_config(config_file, **(settings or {}))
 

@@ -27,8 +27,8 @@ from prefect.filesystems import LocalFileSystem
 from prefect.serializers import JSONSerializer
 
 LOG = logging.getLogger(__name__)
-# The result classes a task of the audit flow returns (`flows.audit`): run files and the dataset.
-RESULT_CLASSES = frozenset({"pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.Path", "flows.audit.Data"})
+# The result classes a task of the audit flow returns (`flows.tasks`): run files and the dataset.
+RESULT_CLASSES = frozenset({"pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.Path", "flows.tasks.Data"})
 RESULT_SERIALIZER = "json"
 RUN_MARK = "<run>"  # a stored path starting with this lies inside the run folder
 _EXPECTED_SERIALIZER = JSONSerializer().model_dump(mode="json")

@@ -1,4 +1,4 @@
-"""Offline Prefect settings (docs/environment.md), applied by the CLI before Prefect is imported.
+"""Offline Prefect settings (docs/architecture.md §4.7), applied by the CLI before Prefect is imported.
 
 With PREFECT_API_URL unset, the first flow of a process starts a temporary local API server with SQLite
 under PREFECT_HOME; analytics and telemetry off, so no connection leaves the machine, and a generous

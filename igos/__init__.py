@@ -5,12 +5,13 @@ A standalone library (torch and numpy only). Entry points:
     explanation = igos.explain(model, images, method="igos++", mask_size=28)
     scores = igos.insertion_deletion(model, images, explanation.saliency)
 
-Implements iGOS++ (Khorram, Lawson & Fuxin, CHIL 2021), I-GOS (Qi, Khorram & Fuxin, AAAI 2020),
-meaningful perturbation, RISE, Grad-CAM, integrated gradients and the plain gradient.
+Implements iGOS++ (Khorram, Lawson & Li, CHIL 2021), I-GOS (Qi, Khorram & Li, AAAI 2020),
+meaningful perturbation, RISE, Grad-CAM, integrated gradients and the plain gradient. The mathematics,
+the modes and the metrics are described in docs/igos.md.
 """
 
 from ._errors import IGOSError, NonFiniteError
-from ._explain import METHODS, Explanation, explain
+from ._explain import METHODS, Explanation, explain, normalise_maps
 from ._gradients import last_conv_layer
 from ._metrics import CausalScores, insertion_deletion
 from ._options import GradCAMOptions, GradientOptions, IGOSOptions, IntegratedGradientsOptions, MaskOptions, RiseOptions
@@ -32,4 +33,5 @@ __all__ = [
     "explain",
     "insertion_deletion",
     "last_conv_layer",
+    "normalise_maps",
 ]

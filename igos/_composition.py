@@ -1,4 +1,4 @@
-"""Mask upsampling, image composition and the blur baselines (spec §1, §5, §7)."""
+"""Mask upsampling, image composition and the blur baselines (docs/igos.md §1, §5.2, §7)."""
 
 from __future__ import annotations
 

@@ -88,7 +88,7 @@ def explain(model: nn.Module, images: Tensor, *, method: str = "igos++", targets
         mask_size: (h, w) or s for s×s; at most the input size.
         seed: int (image b uses seed + b) or one seed per image; each image has its own
             generator, so a batch equals B single calls with the matching seeds.
-        baseline: (B, C, H, W) or (C, H, W); default the heavy blur of spec §5, scaled to the size.
+        baseline: (B, C, H, W) or (C, H, W); default the heavy blur of docs/igos.md §5.2, scaled to the size.
         score: "softmax" (default; "logit" for gradcam), "sigmoid" or "logit".
         batch_size: most images per forward pass.
         precision: "fp32" (default) or "bf16": the model's forward passes run under
@@ -134,7 +134,7 @@ def explain(model: nn.Module, images: Tensor, *, method: str = "igos++", targets
             history = {"loss": losses, "step": torch.full_like(losses, parsed.learning_rate)}
             saliency = 1 - masks[:, 0]
         else:
-            saliency = _normalise(resize_map(_map_of(method, parsed, scorer, images, baselines, chosen, generators,
+            saliency = normalise_maps(resize_map(_map_of(method, parsed, scorer, images, baselines, chosen, generators,
                                                      model), size))
 
     if not torch.isfinite(saliency).all():
@@ -155,7 +155,7 @@ def _map_of(method: str, options: Any, scorer: ScoredModel, images: Tensor, base
     return rise_saliency(scorer, images, targets, options, generators)
 
 
-def _normalise(maps: Tensor) -> Tensor:
+def normalise_maps(maps: Tensor) -> Tensor:
     """Min–max per image to [0, 1]; a constant map becomes 0. (B, h, w) -> (B, h, w)."""
     low = maps.flatten(1).amin(dim=1)[:, None, None]
     span = maps.flatten(1).amax(dim=1)[:, None, None] - low

@@ -1,4 +1,4 @@
-"""The I-GOS family: iGOS++, iGOS+, I-GOS and the insertion-only ablation (spec §2–§6, §8).
+"""The I-GOS family: iGOS++, iGOS+, I-GOS and the insertion-only ablation (docs/igos.md §2–§4, §6, §9).
 
 One optimiser serves every variant; a variant only says which masks exist, which network terms
 the objective has, how the direction weights them, and which regulariser acts on the product mask.
@@ -25,7 +25,7 @@ class Variant:
     Attributes:
         n_masks: masks per image (1, or 2 for m_d and m_i).
         terms: network terms of L.
-        direction_scale: weight of the network terms in the descent direction (½ for iGOS++, §3).
+        direction_scale: weight of the network terms in the descent direction (½ for iGOS++, docs/igos.md §3).
         regularizer: "btv" or "tv", on the product of the masks.
     """
 
@@ -83,7 +83,7 @@ def build_regularizer(images: Tensor, options: IGOSOptions) -> Regularizer:
 
 def optimize_masks(problem: PathProblem, variant: Variant, options: IGOSOptions, mask_size: tuple[int, int],
                    generators: list[torch.Generator]) -> MaskResult:
-    """Projected descent on the masks with a backtracking line search (spec §4), per image.
+    """Projected descent on the masks with a backtracking line search (docs/igos.md §4), per image.
 
     Args:
         problem: images, baselines, targets and path settings (B images).
@@ -166,7 +166,7 @@ def _trial_objective(objective: Callable[[Tensor, Tensor, Tensor | None], Tensor
 
 def backtracking_line_search(evaluate: Callable[[Tensor, Tensor], Tensor], masks: Tensor, direction: Tensor,
                              base: Tensor, start: Tensor, options: IGOSOptions) -> Tensor:
-    """Revised Armijo backtracking (spec §4), one step per image.
+    """Revised Armijo backtracking (docs/igos.md §4.1), one step per image.
 
     Trial α is accepted when L(clamp(m − α·g)) ≤ L0 − c·α·‖g‖²; the first trial below
     `min_step` is accepted regardless; otherwise α shrinks by `step_shrink`. With

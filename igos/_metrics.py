@@ -1,4 +1,4 @@
-"""Insertion and deletion metrics (spec §7): the iGOS++ protocol and the RISE protocol."""
+"""Insertion and deletion metrics (docs/igos.md §7): the iGOS++ protocol and the RISE protocol."""
 
 from __future__ import annotations
 

@@ -22,16 +22,16 @@ def _require(condition: bool, message: str) -> None:
 class IGOSOptions:
     """Options of the I-GOS family (iGOS++, iGOS+, I-GOS and the insertion-only ablation).
 
-    Defaults follow spec §5: K = 20 iterations, N = 15 IG steps, λ1 = 1 (10 when the mask has the
+    Defaults (docs/igos.md §5.1): K = 20 iterations, N = 15 IG steps, λ1 = 1 (10 when the mask has the
     input's resolution), λ2 = 20, noise std 0.2, α0 = 1000, Armijo c = 1e-4, shrink 0.2, floor 1e-5.
 
-    `mode` sets the cost levers of spec §8 that are left as None:
+    `mode` sets the levers of docs/igos.md §9 that are left as None:
         faithful: fresh noise at every evaluation, line search from α0 every time, fixed K.
-        fast: common noise within an iteration (lever 2), base loss from the IG pass (lever 3),
-            warm-started step min(α0, α_prev / shrink) (lever 4), early stop (lever 6): an image stops
-            once, for `early_stop_patience` iterations in a row, its masks moved by less than
-            `early_stop_tol` (max |Δm|) or its line search fell to the floor step.
-    `parallel_trials` (lever 5) evaluates that many line-search trials in one batch.
+        fast: common noise within an iteration (`common_noise`), base loss from the IG pass
+            (`reuse_base_loss`), warm-started step min(α0, α_prev / shrink) (`warm_start`), early stop
+            (`early_stop`): an image stops once, for `early_stop_patience` iterations in a row, its masks
+            moved by less than `early_stop_tol` (max |Δm|) or its line search fell to the floor step.
+    `parallel_trials` evaluates that many line-search trials in one batch (docs/igos.md §4.1).
     """
 
     iterations: int = 20
@@ -93,7 +93,7 @@ class IGOSOptions:
 
 @dataclass(frozen=True)
 class MaskOptions:
-    """Meaningful perturbation (Fong & Vedaldi 2017), approximate settings of spec §6.
+    """Meaningful perturbation (Fong & Vedaldi 2017), approximate settings (docs/igos.md §6).
 
     Means of ‖1 − m‖₁ and TV_β (β = 3) with λ1 = 0.01, λ2 = 0.2; Adam, learning rate 0.1.
     """

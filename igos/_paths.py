@@ -1,4 +1,4 @@
-"""Path-averaged scores S_del / S_ins and their integrated gradients on the masks (spec §2.1, §3)."""
+"""Path-averaged scores S_del / S_ins and their integrated gradients on the masks (docs/igos.md §2.1, §3)."""
 
 from __future__ import annotations
 

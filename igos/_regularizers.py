@@ -1,4 +1,4 @@
-"""Mask regularisers: L1, total variation and bilateral total variation (spec §2.3, §2.4)."""
+"""Mask regularisers: L1, total variation and bilateral total variation (docs/igos.md §2.3, §2.4)."""
 
 from __future__ import annotations
 

@@ -54,6 +54,7 @@ from datasets.atomic import atomic_path, write_text
 from datasets.covidx import Record
 from datasets.errors import DatasetError
 from datasets.images import read_image
+from datasets.rejects import REJECTED_COLUMNS, Rejected
 from datasets.synthetic import ImageTruth
 from pipeline.checkpoint import CheckpointMeta, load_checkpoint, model_input, weights_path
 from pipeline.clean import CleanConfig, clean_image, screen_boxes
@@ -77,7 +78,6 @@ COLUMNS = ("filename", "patient_id", "source", "label", "predicted", "target_lab
 TRUTH_COLUMNS = ("truth_text_share", "lesion_share")
 SUMMARY_COLUMNS = ("group", "images", "flagged", "flagged_rate", "mean_text_share", "mean_text_area",
                    "counterfactuals", "cf_changed_rate", "mean_cf_probability_drop")
-REJECTED_COLUMNS = ("stage", "split", "filename", "reason")
 NO_SOURCE = "(none)"
 _ROUND = 6
 
@@ -228,7 +228,7 @@ def audit_split(
                 try:
                     image = read_image(record.path)
                 except (DatasetError, OSError) as error:
-                    reason = f"{type(error).__name__}: {error}"
+                    reason = Rejected.of(record.filename, error).reason
             if reason is not None:
                 LOG.warning("rejected %s: %s", record.filename, reason)
                 rejected.append({"stage": STAGE, "split": split, "filename": record.filename, "reason": reason})

@@ -46,7 +46,8 @@ class CheckpointMeta:
 
     labels: the class of each output index. image_size: the side (pixels) images are resized to.
     mean, std: input normalisation on [0, 1] pixels. train_sha256: hash of the training data (split-file lines
-    and image bytes), so a checkpoint can be traced to its data. validation: metrics of the selected epoch.
+    and image bytes), so a checkpoint can be traced to its data. validation: metrics of the selected epoch
+    and the number of validation images they rest on ("images").
     """
 
     architecture: str

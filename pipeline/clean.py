@@ -64,6 +64,7 @@ from datasets.covidx import read_split, write_split
 from datasets.dicom import write_dicom_like
 from datasets.errors import DatasetError
 from datasets.images import image_format, read_image, write_image
+from datasets.rejects import Rejected
 from pipeline.inpaint import METHODS, inpaint, overlay_mask, text_likeness
 from pipeline.text import TextBox, TextConfig, TextDetector, WeightsError, box_mask, make_detector
 
@@ -168,6 +169,7 @@ class ManifestRow:
     output_sha256: str = ""
     config_digest: str = ""
     reused: bool = False  # not written: True when a rerun found this row done
+    transient: bool = False  # not written: a reject that a retry may cure (a rerun retries every rejected row)
 
     def to_csv(self) -> dict[str, str]:
         values = {**{key: getattr(self, key) for key in _COLUMNS}}
@@ -447,7 +449,9 @@ def _process(path: Path, relative: str, dst: Path, split_names: str, detector: T
         raise
     except (DatasetError, OSError, ValueError, RuntimeError, cv2.error) as err:
         LOG.warning("rejected %s: %s", path, err)
-        row.status, row.reason, row.output, row.output_sha256 = "rejected", f"{type(err).__name__}: {err}", "", ""
+        reject = Rejected.of(row.source, err)
+        row.status, row.reason, row.transient, row.output, row.output_sha256 = ("rejected", reject.reason,
+                                                                               reject.transient, "", "")
     return row
 
 

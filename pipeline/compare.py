@@ -456,8 +456,10 @@ def compare_predictions(
 
 
 def compare_splits(pairs: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]], **options: Any) -> Comparison:
-    """`compare_predictions` on each split ({split: (before, after)}) with the same options; tables stacked."""
-    return Comparison.concat([compare_predictions(b, a, split=split, **options) for split, (b, a) in pairs.items()])
+    """`compare_predictions` on each split ({split: (before, after)}: A's table, then B's) with the same options;
+    tables stacked."""
+    return Comparison.concat([compare_predictions(before, after, split=split, **options)
+                              for split, (before, after) in pairs.items()])
 
 
 def seed_summary(

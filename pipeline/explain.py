@@ -5,7 +5,7 @@ Writes, in the run directory `out_dir` (see docs/run-directory.md):
     explain/<m>/chunk_<k>.npz   `saliency` (n, s, s) float32 in [0, 1] (higher = more important; iGOS++
                                 `1 − m_d ⊙ m_i`, min–max normalised per image), `filenames` (n,), and what the
                                 index and the resume check need: the per-image index columns, the chunk's
-                                rejected images and `input_hash`
+                                rejected images (filename, reason, transient) and `input_hash`
     explain/<m>/index.csv       `filename, split, chunk, row, target, target_label, target_probability,
                                 insertion_auc, deletion_auc, seconds`
     explain/<m>/rejected.csv    `stage, split, filename, reason` of the images that could not be explained
@@ -44,8 +44,8 @@ import igos
 from datasets.atomic import atomic_path, file_sha256, write_text
 from datasets.covidx import Record
 from datasets.errors import DatasetError
-from datasets.faults import is_transient, reason_of
 from datasets.images import read_image
+from datasets.rejects import REJECTED_COLUMNS, Rejected
 from pipeline.checkpoint import CheckpointMeta, checkpoint_digest, load_checkpoint, model_input, weights_path
 
 LOG = logging.getLogger(__name__)
@@ -56,7 +56,6 @@ METHODS = ("igos++", "igos+", "igos", "igos-insertion")
 TARGETS = ("predicted", "label")
 INDEX_COLUMNS = ("filename", "split", "chunk", "row", "target", "target_label", "target_probability",
                  "insertion_auc", "deletion_auc", "seconds")
-REJECTED_COLUMNS = ("stage", "split", "filename", "reason")
 INDEX = "index.csv"
 REJECTED = "rejected.csv"
 _ROUND = 6
@@ -118,13 +117,13 @@ class ExplainConfig:
 @dataclass(frozen=True)
 class ChunkResult:
     """One chunk: its file, whether it was computed now (False: reused), images explained, and the rejected
-    images as (filename, reason) pairs."""
+    images."""
 
     chunk: int
     path: Path
     computed: bool
     explained: int
-    rejected: tuple[tuple[str, str], ...]
+    rejected: tuple[Rejected, ...]
 
 
 @dataclass(frozen=True)
@@ -183,21 +182,23 @@ def explain_chunk(
     records: this chunk's records (see `chunk_records`), each with its image `path`. loader: returns the
     model and metadata of `checkpoint` (a caller explaining many chunks passes a cached one); called only
     when the chunk must be computed. Unreadable images and labels the checkpoint does not know are
-    recorded as rejects; a stored chunk with a transient I/O reject (datasets.faults) is computed again.
+    recorded as rejects; a stored chunk with a transient I/O reject (datasets.rejects) is computed again, as
+    is one stored without the rejects' `transient` flags.
     """
     path = chunk_path(explain_dir_of(out_dir, checkpoint, name), chunk)
     expected = chunk_hash(checkpoint_digest(checkpoint), config, records, split)
     stored = _read_chunk(path)
-    if (stored is not None and str(stored["input_hash"]) == expected
-            and not any(is_transient(str(reason)) for reason in stored["rejected_reasons"])):
-        rejected = zip(stored["rejected_filenames"].tolist(), stored["rejected_reasons"].tolist(), strict=True)
+    if (stored is not None and str(stored["input_hash"]) == expected and "rejected_transient" in stored
+            and not stored["rejected_transient"].any()):
+        rejected = map(Rejected, stored["rejected_filenames"].tolist(), stored["rejected_reasons"].tolist())
         return ChunkResult(chunk, path, False, len(stored["filenames"]), tuple(rejected))
     model, meta = loader() if loader is not None else load_checkpoint(checkpoint, device=config.device)
     images, kept, rejected = _read_inputs(records, meta, config)
     arrays = _explain_images(model, meta, images, kept, config)
     arrays.update(input_hash=np.array(expected), split=np.array(split),
-                  rejected_filenames=np.array([filename for filename, _ in rejected], dtype=str),
-                  rejected_reasons=np.array([reason for _, reason in rejected], dtype=str))
+                  rejected_filenames=np.array([item.filename for item in rejected], dtype=str),
+                  rejected_reasons=np.array([item.reason for item in rejected], dtype=str),
+                  rejected_transient=np.array([item.transient for item in rejected], dtype=bool))
     with atomic_path(path) as temporary, temporary.open("wb") as handle:
         np.savez(handle, **arrays)
     LOG.info("%s: %d explained, %d rejected", path, len(kept), len(rejected))
@@ -296,18 +297,19 @@ def _read_chunk(path: Path) -> dict[str, np.ndarray] | None:
 
 
 def _read_inputs(records: Sequence[Record], meta: CheckpointMeta, config: ExplainConfig
-                 ) -> tuple[torch.Tensor, list[tuple[Record, int]], list[tuple[str, str]]]:
+                 ) -> tuple[torch.Tensor, list[tuple[Record, int]], list[Rejected]]:
     """Model inputs (n, 1, S, S) of the readable records, [(record, target or −1 for predicted)], rejects."""
     inputs, kept, rejected = [], [], []
     for record in records:
         if config.target == "label" and record.label not in meta.labels:
-            rejected.append((record.filename, f"label {record.label!r} is not a class of the checkpoint {meta.labels}"))
+            rejected.append(Rejected(record.filename,
+                                     f"label {record.label!r} is not a class of the checkpoint {meta.labels}"))
             continue
         try:
             image = read_image(record.path)
         except (DatasetError, OSError) as error:
             LOG.warning("rejected %s: %s", record.filename, error)
-            rejected.append((record.filename, reason_of(error)))
+            rejected.append(Rejected.of(record.filename, error))
             continue
         inputs.append(model_input(torch.from_numpy(image)[None], meta))
         kept.append((record, meta.labels.index(record.label) if config.target == "label" else -1))
@@ -331,7 +333,7 @@ def _explain_images(model: nn.Module, meta: CheckpointMeta, inputs: torch.Tensor
                                    seed=[image_seed(config.seed, record.filename) for record, _ in batch],
                                    batch_size=config.batch_size, mode=config.mode, iterations=config.iterations,
                                    ig_steps=config.ig_steps)
-        saliency = _min_max(explanation.saliency)
+        saliency = igos.normalise_maps(explanation.saliency)
         causal = igos.insertion_deletion(model, images, saliency, targets=explanation.targets,
                                          batch_size=config.batch_size)
         seconds = (time.perf_counter() - began) / len(batch)
@@ -348,15 +350,6 @@ def _explain_images(model: nn.Module, meta: CheckpointMeta, inputs: torch.Tensor
     arrays["target_label"] = np.array([meta.labels[t] for t in out["target"]], dtype=str)
     arrays["filenames"] = np.array([record.filename for record, _ in kept], dtype=str)
     return arrays
-
-
-def _min_max(saliency: torch.Tensor) -> torch.Tensor:
-    """(B, s, s) min–max normalised per map to [0, 1]; a constant map becomes 0."""
-    flat = saliency.flatten(1)
-    low, high = flat.min(dim=1).values, flat.max(dim=1).values
-    span = (high - low).clamp_min(torch.finfo(saliency.dtype).tiny)
-    scaled = (flat - low[:, None]) / span[:, None]
-    return torch.where((high > low)[:, None], scaled, torch.zeros_like(scaled)).view_as(saliency)
 
 
 @dataclass(frozen=True)
@@ -387,6 +380,6 @@ def explain_image(path: str | Path, checkpoint: str | Path, config: ExplainConfi
                                iterations=config.iterations, ig_steps=config.ig_steps,
                                targets=None if target is None else [meta.labels.index(target)],
                                seed=image_seed(config.seed, Path(path).name))
-    saliency = _min_max(explanation.saliency).cpu().numpy()[0].astype(np.float32)
+    saliency = igos.normalise_maps(explanation.saliency).cpu().numpy()[0].astype(np.float32)
     return ImageExplanation(image, saliency, meta.labels[int(explanation.targets[0])],
                             float(explanation.target_scores[0]))

@@ -17,8 +17,9 @@ import torch
 
 from datasets.atomic import write_text
 from datasets.covidx import Record
+from datasets.rejects import Rejected
 from pipeline.checkpoint import CheckpointError, load_checkpoint
-from pipeline.train import Rejected, label_order, load_resized, logits_of
+from pipeline.inputs import label_order, load_resized, logits_of
 
 
 @dataclass
@@ -58,7 +59,7 @@ def predict_split(
             try:
                 images.append(load_resized(record, meta.image_size))
             except (OSError, ValueError) as error:
-                rejected.append(Rejected(record.filename, f"{type(error).__name__}: {error}"))
+                rejected.append(Rejected.of(record.filename, error))
                 continue
             kept.append(record)
         if not images:

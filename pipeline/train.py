@@ -23,20 +23,22 @@ import torch
 from torch import nn
 
 from datasets.atomic import sha256_of, write_text
-from datasets.covidx import LABELS_3CLASS, LABELS_BINARY, Record, split_by_patient
-from datasets.images import read_image
+from datasets.covidx import LABELS_3CLASS, Record, split_by_patient
+from datasets.rejects import Rejected
 from pipeline.checkpoint import CheckpointMeta, load_checkpoint, model_input, save_checkpoint
+from pipeline.inputs import label_order, load_resized, logits_of
 from pipeline.models import ARCHITECTURES, build_classifier
 
 LOG = logging.getLogger(__name__)
 
 CLASS_WEIGHTINGS = ("balanced", "covidnext", "none", "sampler")
 SCHEDULES = ("plateau", "onecycle")
+FEW_VALIDATION_IMAGES = 30  # an epoch chosen on fewer validation images is flagged (log and report)
 # COVID-Next-Pytorch's cross-entropy weights for (normal, pneumonia, COVID-19).
 COVIDNEXT_WEIGHTS = (0.05, 0.05, 1.0)
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "val_covid_recall",
                    "learning_rate", "seconds")
-# Augmentation ranges (those of datasets.torch.default_transform): rotation ±5°, shift ±4 % of the side,
+# Augmentation ranges (those of datasets.torch_dataset.default_transform): rotation ±5°, shift ±4 % of the side,
 # scale 0.95–1.05, brightness and contrast ±10 %. No flips: a flip moves the heart to the wrong side and
 # mirrors the laterality markers ("L" / "R"), so a flipped film is no longer a plausible radiograph.
 AUGMENT_DEGREES, AUGMENT_SHIFT, AUGMENT_SCALE, AUGMENT_JITTER = 5.0, 0.04, 0.05, 0.1
@@ -102,22 +104,14 @@ class TrainConfig:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 
 
-@dataclass(frozen=True)
-class Rejected:
-    """An image a stage skipped: its filename (as in the split file) and why."""
-
-    filename: str
-    reason: str
-
-
 @dataclass
 class TrainResult:
     """What training wrote and how it went.
 
     checkpoint: the .safetensors path (metadata beside it); history: one row per epoch (HISTORY_COLUMNS);
     epoch: the selected (best validation macro-F1) epoch, 1-based; validation: its metrics (loss,
-    accuracy, macro_f1, covid_recall); validation_filenames: the held-out images; rejected: unreadable
-    images; seconds: wall time including preloading.
+    accuracy, macro_f1, covid_recall) and the validation split's size (images); validation_filenames: the
+    held-out images; rejected: unreadable images; seconds: wall time including preloading.
     """
 
     checkpoint: Path
@@ -129,15 +123,6 @@ class TrainResult:
     validation_filenames: tuple[str, ...]
     rejected: list[Rejected]
     seconds: float
-
-
-def label_order(records: Sequence[Record]) -> tuple[str, ...]:
-    """The model's class order for these records: LABELS_3CLASS or LABELS_BINARY, by the labels' scheme."""
-    labels = {record.label for record in records}
-    for scheme in (LABELS_3CLASS, LABELS_BINARY):
-        if labels <= set(scheme):
-            return scheme
-    raise ValueError(f"labels {sorted(labels)} mix schemes: expected all of {LABELS_3CLASS} or of {LABELS_BINARY}")
 
 
 def positive_label(labels: Sequence[str]) -> str:
@@ -161,21 +146,6 @@ def records_sha256(records: Sequence[Record]) -> str:
     return digest.hexdigest()
 
 
-def load_resized(record: Record, size: int) -> torch.Tensor:
-    """The record's image (read_image) resized to (size, size), float32 in [0, 1].
-
-    Same resampling as pipeline.checkpoint.model_input (antialiased bilinear). Raises ValueError /
-    OSError (datasets.errors.ImageReadError is a ValueError) when the image cannot be read.
-    """
-    if record.path is None:
-        raise ValueError(f"{record.filename}: record has no image path: read the split with its image folder")
-    image = torch.from_numpy(read_image(record.path))[None, None]
-    if image.shape[-2:] != (size, size):
-        image = nn.functional.interpolate(image, size=(size, size), mode="bilinear", align_corners=False,
-                                          antialias=True)
-    return image[0, 0].clamp(0, 1)
-
-
 def preload(records: Sequence[Record], size: int) -> tuple[torch.Tensor, list[int], list[Rejected]]:
     """Read every image once: ((n_ok, size, size) uint8, positions in `records` of those read, rejects).
 
@@ -189,7 +159,7 @@ def preload(records: Sequence[Record], size: int) -> tuple[torch.Tensor, list[in
         try:
             image = load_resized(record, size)
         except (OSError, ValueError) as error:
-            rejected.append(Rejected(record.filename, f"{type(error).__name__}: {error}"))
+            rejected.append(Rejected.of(record.filename, error))
             LOG.warning("skipping %s: %s", record.filename, error)
             continue
         images[len(kept)] = (image * 255).round().to(torch.uint8)
@@ -254,18 +224,6 @@ def scores(logits: torch.Tensor, targets: torch.Tensor, labels: Sequence[str]) -
     }
 
 
-@torch.no_grad()
-def logits_of(model: nn.Module, images: torch.Tensor, meta: CheckpointMeta, batch_size: int,
-              device: str | torch.device = "cpu") -> torch.Tensor:
-    """Eval-mode logits (n, k) on CPU of images (n, S, S) uint8 or (n, S, S) float in [0, 1]."""
-    model.eval()
-    outputs = []
-    for batch in images.split(batch_size):
-        pixels = batch.unsqueeze(1).float() / (255 if batch.dtype == torch.uint8 else 1)
-        outputs.append(model(model_input(pixels, meta).to(device)).float().cpu())
-    return torch.cat(outputs) if outputs else torch.empty((0, len(meta.labels)))
-
-
 def train_classifier(
     records: Sequence[Record], out_path: str | Path, config: TrainConfig, *,
     progress: Callable[[Mapping[str, float]], None] | None = None, device: str | torch.device | None = None,
@@ -292,6 +250,10 @@ def train_classifier(
         raise ValueError(f"{len(readable)} readable images ({len(rejected)} rejected) give {len(train_records)} "
                          f"training and {len(validation_records)} validation images: need both (more patients per "
                          "label, or another val_fraction)")
+    if len(validation_records) < FEW_VALIDATION_IMAGES:
+        LOG.warning("%s: the epoch is chosen on a validation split of %d images (fewer than %d): that choice and the "
+                    "validation metrics rest on too few images to mean much", out_path.name, len(validation_records),
+                    FEW_VALIDATION_IMAGES)
     in_validation = {record.filename for record in validation_records}
     is_validation = torch.tensor([record.filename in in_validation for record in readable])
     targets = torch.tensor([labels.index(record.label) for record in readable])
@@ -372,6 +334,7 @@ def train_classifier(
 
     model.load_state_dict(best_state)
     validation = {name: float(best_row[f"val_{name}"]) for name in ("loss", "accuracy", "macro_f1", "covid_recall")}
+    validation["images"] = float(len(validation_records))
     meta = replace(meta, validation=validation, epoch=int(best_row["epoch"]))
     checkpoint = save_checkpoint(model, meta, out_path)
     return TrainResult(checkpoint, history_csv, pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)),

@@ -22,7 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from datasets.covidx import Record
 from datasets.errors import MAX_PIXELS, ImageReadError
 from datasets.images import read_image
-from datasets.torch import LABEL_ORDER
+from datasets.torch_dataset import LABEL_ORDER
 from pipeline.checkpoint import CheckpointMeta, save_checkpoint
 from pipeline.models import build_classifier
 from pipeline.predict import predict_split

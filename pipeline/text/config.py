@@ -49,8 +49,8 @@ class TextConfig:
         EasyOCR's default 20 silently drops laterality markers, so it is small here.
     max_height: boxes (one text line each, before plate growth) taller than this fraction of the image
         height are dropped: burned-in text lines are a few percent of a film's height, while CRAFT on a
-        small film upscaled to a large canvas fires on lung texture in tall blobs
-        (benchmarks/results/text_detection.md: precision at a 2× canvas 0.79 → 0.96, recall unchanged).
+        small film upscaled to a large canvas fires on lung texture in tall blobs; dropping those raised
+        precision without costing recall (the current figures: benchmarks/results/text_detection.md).
         1 keeps every box.
     merge_lines: merge boxes on one text line whose gap is at most `merge_gap` × their height.
     margin: grow every box by this fraction of its height on each side (0: as detected).

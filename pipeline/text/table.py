@@ -14,8 +14,8 @@ from pathlib import Path
 from datasets.atomic import MISSING, file_sha256, write_text
 from datasets.covidx import Record
 from datasets.errors import DatasetError
-from datasets.faults import reason_of
 from datasets.images import read_image
+from datasets.rejects import Rejected
 from pipeline.text.boxes import TextBox
 from pipeline.text.config import TextConfig, TextDetector
 from pipeline.text.detect import make_detector
@@ -43,6 +43,7 @@ class DetectionRow:
     config_digest: str = ""
     image_sha256: str = ""
     reused: bool = False  # not written: True when a rerun kept this row
+    transient: bool = False  # not written: a reject that a retry may cure (a rerun retries every rejected row)
 
     def to_csv(self) -> dict[str, str]:
         return {"split": self.split, "filename": self.filename, "status": self.status, "reason": self.reason,
@@ -149,8 +150,9 @@ def detect_split(records: Iterable[Record], out_csv: str | Path, *, detector: Te
                     raise DatasetError(f"{record.filename}: no image path (read the split file with its image folder)")
                 images[record.filename] = read_image(record.path)
             except (DatasetError, OSError) as err:  # a transient OSError: the flow retries the chunk
-                rows[record.filename] = DetectionRow(split, record.filename, "rejected", reason_of(err),
-                                                     config_digest=digest)
+                reject = Rejected.of(record.filename, err)
+                rows[record.filename] = DetectionRow(split, record.filename, "rejected", reject.reason,
+                                                     config_digest=digest, transient=reject.transient)
         found = detector.detect(list(images.values())) if images else []
         seconds = round((time.perf_counter() - begin) / max(1, len(images)), 3)
         for filename, boxes in zip(images, found, strict=True):

@@ -19,7 +19,7 @@ from datasets.covidx import (
 )
 from datasets.errors import DatasetError, PatientLeakError, SplitFileError
 
-# Real lines (domain.md §1) and the variants around them, with the fields they must parse to.
+# Real lines of published COVIDx split files and the variants around them, with the fields they must parse to.
 KNOWN_LINES = [
     (
         "3 SARS-10.1148rg.242035193-g04mr34g0-Fig8a-day0.jpeg pneumonia cohen",

@@ -6,7 +6,7 @@ ground-truth clean images it learns the lesions instead, and the text no longer 
 
 The CNN is pipeline.models' small_cnn, which keeps a coarse 3×3 spatial map before its linear head: a
 globally pooled CNN trained this briefly cannot tell a lung opacity from the heart (about 45% on clean
-images), so it would show nothing about lesions either way. Measured on 2 CPU cores: about 45 s.
+images), so it would show nothing about lesions either way. Marked slow: it trains two CNNs.
 """
 
 import pytest
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from datasets.synthetic import generate, split_records
-from datasets.torch import LABEL_ORDER, CXRDataset
+from datasets.torch_dataset import LABEL_ORDER, CXRDataset
 from pipeline.models import build_classifier
 
 N_TRAIN, N_TEST, SIZE, EPOCHS, BATCH, LEARNING_RATE = 300, 90, 96, 12, 32, 3e-3

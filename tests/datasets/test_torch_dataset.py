@@ -1,4 +1,4 @@
-"""datasets.torch: records as (image (1, H, W), label index, index), torchvision v2 transforms, errors."""
+"""datasets.torch_dataset: records as (image (1, H, W), label index, index), torchvision v2 transforms, errors."""
 
 import cv2
 import numpy as np
@@ -11,7 +11,7 @@ from datasets.covidx import LABELS_BINARY, Record, read_split
 from datasets.errors import DatasetError, ImageReadError
 from datasets.images import read_image
 from datasets.synthetic import SPLIT_FILES, generate, split_records
-from datasets.torch import LABEL_ORDER, CXRDataset, default_transform
+from datasets.torch_dataset import LABEL_ORDER, CXRDataset, default_transform
 
 
 @pytest.fixture(scope="module")

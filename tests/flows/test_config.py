@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.config import AuditConfig, ConfigError, load_config
+from flows.config import ConfigError, RunConfig, load_config
 from pipeline.text import TextConfig
 
 ROOT = Path(__file__).parents[2]
@@ -107,7 +107,7 @@ def test_yaml_round_trips_with_every_default_written_out(tmp_path):
 @pytest.mark.parametrize("name", ["demo.yaml", "paper.yaml", "audit_synthetic.yaml"])
 def test_shipped_configs_load(name):
     config = load_config(ROOT / "configs" / name)
-    assert isinstance(config, AuditConfig)
+    assert isinstance(config, RunConfig)
 
 
 def test_the_audit_benchmark_config_is_the_demo_with_the_default_canvas():

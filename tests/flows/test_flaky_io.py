@@ -15,13 +15,15 @@ import pytest
 from prefect import flow
 
 import pipeline.explain
+import pipeline.inputs
 import pipeline.text.table
-import pipeline.train
-from datasets.faults import is_transient, reason_of
+from datasets.errors import FileWriteError, ImageReadError
+from datasets.rejects import Rejected
 from datasets.synthetic import generate, split_records
-from flows import audit as stages
-from flows.audit import RETRIES
+from flows import tasks as stages
+from flows.results import store_results_in
 from flows.rundir import content_key
+from flows.tasks import RETRIES
 from pipeline.checkpoint import CheckpointMeta, save_checkpoint
 from pipeline.explain import explain_dir_of
 from pipeline.models import build_classifier
@@ -57,12 +59,14 @@ class FlakyDisk:
         return self.read(path, **options)
 
 
-def test_reasons_tell_transient_io_errors_from_bad_input():
-    assert is_transient(reason_of(OSError(errno.EIO, "Input/output error", "a.png")))
-    assert is_transient(reason_of(TimeoutError("read timed out")))
-    assert not is_transient(reason_of(FileNotFoundError(errno.ENOENT, "No such file", "a.png")))
-    assert not is_transient("ImageReadError: a.png: truncated or corrupt PNG")
-    assert not is_transient("label 'x' is not a class of the checkpoint")
+def test_rejects_tell_transient_io_errors_from_bad_input():
+    eio = Rejected.of("a.png", OSError(errno.EIO, "Input/output error", "a.png"))
+    assert eio.transient and eio.reason == "OSError: [Errno 5] Input/output error: 'a.png'"
+    assert Rejected.of("a.png", TimeoutError("read timed out")).transient
+    assert not Rejected.of("a.png", FileNotFoundError(errno.ENOENT, "No such file", "a.png")).transient
+    assert not Rejected.of("a.png", ImageReadError("a.png", "truncated or corrupt PNG")).transient
+    assert not Rejected.of("a.png", FileWriteError(errno.ENOSPC, "No space left on device", "out.png")).transient
+    assert not Rejected("a.png", "label 'x' is not a class of the checkpoint").transient
 
 
 def run_stage(stage: str, run_dir: Path, source: Path, records: list) -> Path:
@@ -73,7 +77,7 @@ def run_stage(stage: str, run_dir: Path, source: Path, records: list) -> Path:
 
     @flow(name=f"flaky-{stage}")
     def probe() -> None:
-        stages.store_results_in(run_dir)  # as audit_flow does
+        store_results_in(run_dir)  # as audit_flow does
         if stage == "detect-text":
             stages.detect_text_chunk(records, run_dir / "detections.csv", config, "test", key=key)
         elif stage == "predict":
@@ -102,7 +106,7 @@ def rejected_filenames(stage: str, output: Path, run_dir: Path) -> list[str]:
 def test_a_flaky_read_is_retried_then_recorded(prefect_server, source, tmp_path, monkeypatch, stage, failures):
     records = split_records(source / "data", "test")[:3]
     victim = records[1].filename
-    module = {"detect-text": pipeline.text.table, "predict": pipeline.train, "explain": pipeline.explain}[stage]
+    module = {"detect-text": pipeline.text.table, "predict": pipeline.inputs, "explain": pipeline.explain}[stage]
     disk = FlakyDisk(module.read_image, victim, failures)
     monkeypatch.setattr(module, "read_image", disk)
 

@@ -13,9 +13,11 @@ import pytest
 from prefect import flow
 from typer.testing import CliRunner
 
-from flows.audit import generate_synthetic, prepare_data, store_results_in
+from flows.audit import generate_synthetic
 from flows.cli import app
+from flows.results import store_results_in
 from flows.rundir import LOCK_FILE, RunInUseError, RunLock, content_key
+from flows.tasks import prepare_data
 from tests.flows.conftest import tiny_config
 
 HOLD = ("import sys, time; from flows.rundir import RunLock\n"

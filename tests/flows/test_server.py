@@ -3,6 +3,7 @@
 subflow and their artifacts, the audit ran on Dask, and its outputs equal those of the local runner
 (conftest's `local_run`)."""
 
+import contextlib
 import json
 import os
 import signal
@@ -16,27 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import yaml
 
-from tests.flows.conftest import TINY
+from benchmarks.common import tiny_yaml
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flow-runs")]  # one worker runs every flow run
 BIN = Path(sys.executable).parent
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
-
-
-def tiny_yaml(path: Path) -> Path:
-    """The tiny audit's settings (conftest.TINY, dotted keys) as a nested YAML config file."""
-    settings: dict = {}
-    for key, value in TINY.items():
-        node = settings
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[leaf] = value
-    path.write_text(yaml.safe_dump(settings))
-    return path
 
 
 def free_port() -> int:
@@ -110,6 +99,16 @@ def _unless_busy(ready):
         return None
 
 
+def flow_run_processes(serve_pid: int) -> list[psutil.Process]:
+    """The processes serve started for flow runs (and theirs): its descendants but the resource tracker."""
+    found = []
+    for child in psutil.Process(serve_pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # it exited meanwhile
+            if "resource_tracker" not in " ".join(child.cmdline()):
+                found.append(child)
+    return found
+
+
 def ended(url: str, run_id: str) -> dict | None:
     """The flow run's final state; None while it has not ended."""
     state = api(url, f"/flow_runs/{run_id}")["state"]
@@ -128,9 +127,14 @@ def test_the_served_deployment_runs_the_audit_on_dask_against_a_real_server(serv
     try:
         deployment = until(lambda: api(url, "/deployments/filter", {"deployments": {"name": {"any_": ["t"]}}}),
                            process, log, 120, "no deployment 't'")[0]
-        run_id = api(url, f"/deployments/{deployment['id']}/create_flow_run", {})["id"]
+        run_id = until(lambda: api(url, f"/deployments/{deployment['id']}/create_flow_run", {}), process, log, 120,
+                       "the server did not create the flow run")["id"]
         state = until(lambda: ended(url, run_id), process, log, 900, "the flow run did not end")
         assert state["type"] == "COMPLETED", f"{state}: {log.read_text()[-3000:]}"
+        # The run's process may still be closing its Dask cluster: serve stopped now would kill it and mark the
+        # finished run CANCELLED. Stop serve once that process has exited (serve keeps multiprocessing's resource
+        # tracker as a child for its whole life).
+        until(lambda: not flow_run_processes(process.pid), process, log, 120, "the flow run's process did not exit")
     finally:
         process.terminate()
         try:

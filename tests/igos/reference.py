@@ -1,10 +1,10 @@
-"""Slow, obvious reference implementations of the iGOS++ spec (docs/igos-spec.md), in float64.
+"""Slow, obvious reference implementations of the iGOS++ mathematics of docs/igos.md, in float64.
 
-Written from the spec's equations only (not from the `igos` library): plain loops over pixels,
+Written from those equations only (not from the `igos` library): plain loops over pixels,
 pairs, path steps and ranking steps. Arrays are numpy float64 unless a model is involved; the
 model is only ever called on single images, and autograd is used only for ∇_x f_c(x) of one image.
 
-Conventions: an image is (C, H, W), a mask (h, w); masks are low = salient (spec §1); saliency maps
+Conventions: an image is (C, H, W), a mask (h, w); masks are low = salient (docs/igos.md §1); saliency maps
 given to the metric references are high = salient (the library's convention for `insertion_deletion`).
 """
 
@@ -45,7 +45,7 @@ class TinyNet(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# U: bilinear upsampling with align_corners=True as an explicit weight matrix (spec §1).
+# U: bilinear upsampling with align_corners=True as an explicit weight matrix (docs/igos.md §1).
 # ----------------------------------------------------------------------------------------------
 
 
@@ -95,7 +95,7 @@ def upsample_adjoint(grad: np.ndarray, mask_size: tuple[int, int]) -> np.ndarray
 
 
 # ----------------------------------------------------------------------------------------------
-# Regularisers (spec §2.3, §2.4, §6) and their gradients, by loops.
+# Regularisers (docs/igos.md §2.3, §2.4, §6) and their gradients, by loops.
 # ----------------------------------------------------------------------------------------------
 
 
@@ -138,7 +138,7 @@ def tv_parts(mask: np.ndarray, beta: float = 2.0) -> tuple[float, float]:
 
 
 def tv(mask: np.ndarray, beta: float = 2.0) -> float:
-    """TV(m) = TV_v + TV_h (I-GOS, spec §6: no ½, no bilateral part)."""
+    """TV(m) = TV_v + TV_h (I-GOS, docs/igos.md §6: no ½, no bilateral part)."""
     return sum(tv_parts(mask, beta))
 
 
@@ -160,7 +160,7 @@ def tv_grad(mask: np.ndarray, beta: float = 2.0) -> np.ndarray:
 
 
 def btv_weights(image: np.ndarray, sigma: float = 0.01, symmetric: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Colour weights w_v (H−1, W), w_h (H, W−1) of spec §2.4.
+    """Colour weights w_v (H−1, W), w_h (H, W−1) of docs/igos.md §2.4.
 
     Official (symmetric=False): w_v = exp(−((1/C) Σ_ch ΔI)²/σ); w_h = (1/C) Σ_ch exp(−ΔI²/σ).
     Symmetric: both directions average the per-channel Gaussians.
@@ -232,7 +232,7 @@ def regularizer_grad(kind: str, image: np.ndarray, mask: np.ndarray, l1_coeff: f
 
 
 # ----------------------------------------------------------------------------------------------
-# Gaussian blur (spec §5, §7.c).
+# Gaussian blur (docs/igos.md §5.2, §7.3).
 # ----------------------------------------------------------------------------------------------
 
 
@@ -290,12 +290,12 @@ def blur(image: np.ndarray, kernel: np.ndarray, border: str) -> np.ndarray:
 
 
 def rise_kernel(size: int = 11, sigma: float = 5.0, truncate: float = 4.0) -> np.ndarray:
-    """The "nearly flat" 11×11/σ=5 RISE kernel of spec §7.c (centre 0.0088, corner 0.0077, sum 1).
+    """The "nearly flat" 11×11/σ=5 RISE kernel of docs/igos.md §7.3 (centre 0.0088, corner 0.0077, sum 1).
 
     A plain sampled 11-tap Gaussian with σ = 5 has centre 0.0120 and corner 0.0044, so it does not
-    match the spec's numbers. The numbers are reproduced by Gaussian-smoothing a centred delta on the
+    match these numbers. The numbers are reproduced by Gaussian-smoothing a centred delta on the
     11×11 grid with a σ = 5 Gaussian of radius ⌊truncate·σ + ½⌋ = 20 and half-sample ("d c b a | a b c d")
-    reflecting borders, separably. Built here by loops and checked against the spec's numbers in
+    reflecting borders, separably. Built here by loops and checked against those numbers in
     the tests.
     """
     radius = int(truncate * sigma + 0.5)
@@ -315,7 +315,7 @@ def rise_kernel(size: int = 11, sigma: float = 5.0, truncate: float = 4.0) -> np
 
 
 # ----------------------------------------------------------------------------------------------
-# Scores, path averages and integrated gradients (spec §1, §2.1, §3).
+# Scores, path averages and integrated gradients (docs/igos.md §1, §2.1, §3).
 # ----------------------------------------------------------------------------------------------
 
 
@@ -357,7 +357,7 @@ def path_score(model: nn.Module, image: np.ndarray, baseline: np.ndarray, target
 
 def integrated_gradients(model: nn.Module, image: np.ndarray, baseline: np.ndarray, target: int, view: str,
                          masks: Sequence[np.ndarray], noise: np.ndarray) -> list[np.ndarray]:
-    """G(u) for u = Π_j U(m_j): the gradient of the path average with respect to each m_j (spec §3).
+    """G(u) for u = Π_j U(m_j): the gradient of the path average with respect to each m_j (docs/igos.md §3).
 
     G_j = (1/N) Σ_k α_k · Uᵀ[ (Π_{l≠j} U(m_l)) ⊙ Σ_ch (A − Z)_ch ⊙ ∇_x f_c(x_k) ].
     """
@@ -382,10 +382,10 @@ def integrated_gradients(model: nn.Module, image: np.ndarray, baseline: np.ndarr
 
 
 # ----------------------------------------------------------------------------------------------
-# Objectives and descent directions (spec §2.2, §3, §6).
+# Objectives and descent directions (docs/igos.md §2.2, §3, §6).
 # ----------------------------------------------------------------------------------------------
 
-# The four IG calls of spec §3 (name: view, which masks form u; 0 = m_d, 1 = m_i).
+# The four integrated-gradient terms of docs/igos.md §3 (name: view, which masks form u; 0 = m_d, 1 = m_i).
 IGOS_PP_CALLS = {
     "del_product": ("deletion", (0, 1)),
     "ins_product": ("insertion", (0, 1)),
@@ -412,7 +412,7 @@ def igos_pp_directions(model: nn.Module, image: np.ndarray, baseline: np.ndarray
                        m_d: np.ndarray, m_i: np.ndarray, noise: dict[str, np.ndarray], l1_coeff: float,
                        tv_coeff: float, sigma: float = 0.01, beta: float = 2.0,
                        symmetric: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(g_d, g_i) of spec §3: ½ on the network terms only, plus m_i ⊙ ∇R and m_d ⊙ ∇R."""
+    """(g_d, g_i) of docs/igos.md §3: ½ on the network terms only, plus m_i ⊙ ∇R and m_d ⊙ ∇R."""
 
     def ig(name: str, masks: list[np.ndarray]) -> list[np.ndarray]:
         return integrated_gradients(model, image, baseline, target, IGOS_PP_CALLS[name][0], masks, noise[name])
@@ -429,7 +429,7 @@ def igos_pp_directions(model: nn.Module, image: np.ndarray, baseline: np.ndarray
 
 def igos_objective(model: nn.Module, image: np.ndarray, baseline: np.ndarray, target: int, mask: np.ndarray,
                    noise: np.ndarray, l1_coeff: float, tv_coeff: float, beta: float = 2.0) -> float:
-    """I-GOS (spec §6): L = S_del(U(m)) + λ1 L1(m) + λ2 (TV_v + TV_h)."""
+    """I-GOS (docs/igos.md §6): L = S_del(U(m)) + λ1 L1(m) + λ2 (TV_v + TV_h)."""
     u = upsample(mask, image.shape[1:])
     network = path_score(model, image, baseline, target, "deletion", u, noise)
     return network + regularizer("tv", image, mask, l1_coeff, tv_coeff, beta=beta)
@@ -444,7 +444,7 @@ def igos_direction(model: nn.Module, image: np.ndarray, baseline: np.ndarray, ta
 
 def igos_plus_objective(model: nn.Module, image: np.ndarray, baseline: np.ndarray, target: int,
                         mask: np.ndarray, noise: dict[str, np.ndarray], l1_coeff: float, tv_coeff: float) -> float:
-    """iGOS+ (spec §6): L = S_del(U(m)) − S_ins(U(m)) + λ1 L1(m) + λ2 BTV(I, m); noise keys "del", "ins"."""
+    """iGOS+ (docs/igos.md §6): L = S_del(U(m)) − S_ins(U(m)) + λ1 L1(m) + λ2 BTV(I, m); noise keys "del", "ins"."""
     u = upsample(mask, image.shape[1:])
     network = (path_score(model, image, baseline, target, "deletion", u, noise["del"])
                - path_score(model, image, baseline, target, "insertion", u, noise["ins"]))
@@ -462,7 +462,7 @@ def igos_plus_direction(model: nn.Module, image: np.ndarray, baseline: np.ndarra
 
 def line_search(objective, masks: np.ndarray, direction: np.ndarray, base: float, init_step: float = 1000.0,
                 c: float = 1e-4, shrink: float = 0.2, min_step: float = 1e-5) -> float:
-    """Revised Armijo backtracking of spec §4 with a deterministic objective(candidate) -> float."""
+    """Revised Armijo backtracking of docs/igos.md §4.1 with a deterministic objective(candidate) -> float."""
     squared_norm = float((direction**2).sum())
     alpha = init_step
     while True:
@@ -475,12 +475,12 @@ def line_search(objective, masks: np.ndarray, direction: np.ndarray, base: float
 
 
 # ----------------------------------------------------------------------------------------------
-# Insertion / deletion metrics (spec §7).
+# Insertion / deletion metrics (docs/igos.md §7).
 # ----------------------------------------------------------------------------------------------
 
 
 def step_rule(cells: int) -> tuple[int, int, int]:
-    """(q, n, r) of spec §7.a: q = max(1, ⌊P/50⌋), n = ⌈P/q⌉, r = P − (n−1)·q."""
+    """(q, n, r) of docs/igos.md §7.1: q = max(1, ⌊P/50⌋), n = ⌈P/q⌉, r = P − (n−1)·q."""
     q = max(1, cells // 50)
     n = -(-cells // q)
     return q, n, cells - (n - 1) * q
@@ -498,7 +498,7 @@ def trapezoid(x: Sequence[float], y: Sequence[float]) -> float:
 
 def igos_metric(model: nn.Module, image: np.ndarray, baseline: np.ndarray, saliency: np.ndarray,
                 target: int) -> dict[str, object]:
-    """Protocol 7.a: cell ranking, q/n/r steps, soft U(T) keep mask, same baseline for both curves.
+    """Protocol "igos" (docs/igos.md §7.1): cell ranking, q/n/r steps, soft U(T) keep mask, one baseline for both.
 
     Returns deletion/insertion curves (n+1 points, the 0 % point first), fractions x_j, trapezoid AUCs.
     """
@@ -524,10 +524,10 @@ def igos_metric(model: nn.Module, image: np.ndarray, baseline: np.ndarray, salie
 
 def rise_metric(model: nn.Module, image: np.ndarray, saliency: np.ndarray, target: int, step: int,
                 insertion_kernel: np.ndarray | None = None) -> dict[str, object]:
-    """Protocol 7.c: per-pixel ranking of U(saliency), `step` pixels per step, hard switches.
+    """Protocol "rise" (docs/igos.md §7.3): per-pixel ranking of U(saliency), `step` pixels per step, hard switches.
 
     Deletion: from I, ranked pixels become 0. Insertion: from the mild blur of I (zero padding,
-    `insertion_kernel`, default the spec's RISE kernel), ranked pixels become I. Scores recorded before
+    `insertion_kernel`, default the RISE kernel of docs/igos.md §7.3), ranked pixels become I. Scores recorded before
     each modification: n + 1 points with n = ⌈HW/step⌉; AUC: trapezoid on a uniform grid over [0, 1].
     """
     _, H, W = image.shape

@@ -1,4 +1,4 @@
-"""The library's fast code against the slow reference of tests/igos/reference.py (spec §1–§7), in float64."""
+"""The library's fast code against the slow reference of tests/igos/reference.py (docs/igos.md §1–§7), in float64."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def smooth_images(rng: np.random.Generator, count: int, channels: int, size: tup
 
 
 # ----------------------------------------------------------------------------------------------
-# Regularisers (spec §2.3, §2.4, §6)
+# Regularisers (docs/igos.md §2.3, §2.4, §6)
 # ----------------------------------------------------------------------------------------------
 
 MASK_SHAPES = [(5, 5), (4, 7), (7, 3), (1, 6), (6, 1)]
@@ -168,7 +168,7 @@ def test_gradcheck_l1_tv_btv(shape):
 
 
 # ----------------------------------------------------------------------------------------------
-# U (spec §1)
+# U (docs/igos.md §1)
 # ----------------------------------------------------------------------------------------------
 
 UPSAMPLE_CASES = [(3, 4, 12, 16), (5, 5, 10, 10), (2, 3, 9, 5), (1, 4, 6, 8), (7, 7, 224, 224), (6, 6, 6, 6)]
@@ -202,7 +202,7 @@ def test_upsample_known_answers():
 
 
 # ----------------------------------------------------------------------------------------------
-# Blur (spec §5, §7.c)
+# Blur (docs/igos.md §5.2, §7.3)
 # ----------------------------------------------------------------------------------------------
 
 BLUR_CASES = [((1, 12, 16), 5, 1.5), ((3, 10, 10), 11, 5.0), ((2, 4, 5), 11, 5.0), ((1, 12, 16), 51, 50.0),
@@ -235,7 +235,7 @@ def test_gaussian_taps_match_reference_and_spec_numbers():
         close(gaussian_kernel_1d(size, sigma, dtype=torch.float64, device=torch.device("cpu")),
               ref.gaussian_taps(size, sigma))
     taps = ref.gaussian_taps(51, 50.0)
-    assert round(taps[0] / taps[25], 2) == 0.88  # spec §5: nearly a box, edge/centre 0.88
+    assert round(taps[0] / taps[25], 2) == 0.88  # docs/igos.md §5.2: nearly a box, edge/centre 0.88
 
 
 def test_heavy_blur_size_at_the_spec_resolutions():
@@ -264,7 +264,7 @@ def test_reference_rise_kernel_has_the_spec_numbers():
 
 
 def test_rise_insertion_kernel_has_the_spec_numbers():
-    """Spec §7.c: the RISE insertion blur is nearly flat, centre 0.0088 and corner 0.0077, sum 1."""
+    """docs/igos.md §7.3: the RISE insertion blur is nearly flat, centre 0.0088 and corner 0.0077, sum 1."""
     delta = torch.zeros(1, 1, 21, 21, dtype=torch.float64)
     delta[0, 0, 10, 10] = 1.0
     kernel = rise_insertion_start(delta)[0, 0, 5:16, 5:16].numpy()  # zero padding: the kernel itself
@@ -280,7 +280,7 @@ def test_rise_insertion_start_matches_reference(shape):
 
 
 # ----------------------------------------------------------------------------------------------
-# Path scores and integrated gradients (spec §2.1, §3)
+# Path scores and integrated gradients (docs/igos.md §2.1, §3)
 # ----------------------------------------------------------------------------------------------
 
 PROBLEMS = [  # channels, input size, mask size, IG steps, scorer batch size
@@ -367,7 +367,7 @@ def test_draw_noise_has_spec_std_and_is_fresh_per_path_image():
 
 
 # ----------------------------------------------------------------------------------------------
-# Objectives and directions of the variants (spec §2.2, §3, §6)
+# Objectives and directions of the variants (docs/igos.md §2.2, §3, §6)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -394,7 +394,7 @@ def library_noise(name: str, calls: dict[str, tuple[str, tuple[int, ...]]], nois
     """Stack the reference's per-call noise in the order of the variant's terms (matched by view and masks)."""
     by_term = {(view, masks): key for key, (view, masks) in calls.items()}
     keys = [by_term[(term.view, term.masks)] for term in VARIANTS[name].terms]
-    assert sorted(keys) == sorted(calls)  # every call of the spec is a term, once
+    assert sorted(keys) == sorted(calls)  # every term of docs/igos.md §3's table, once
     return np.stack([np.concatenate([row[key] for key in keys]) for row in noise])
 
 
@@ -455,7 +455,7 @@ def test_igos_plus_and_insertion_ablation_match_reference():
         close(objective[r], ref.igos_plus_objective(*args))
         close(direction[r, 0], ref.igos_plus_direction(*args))
 
-    # "Insertion" ablation (spec §6): I-GOS with the deletion loss replaced by −S_ins
+    # "Insertion" ablation (docs/igos.md §6): I-GOS with the deletion loss replaced by −S_ins
     objective, direction = library_objective_and_direction(
         "igos-insertion", model, images, baselines, targets, masks,
         library_noise("igos-insertion", {"ins": ("insertion", (0,))}, noise), options, rows)
@@ -470,7 +470,7 @@ def test_igos_plus_and_insertion_ablation_match_reference():
 
 
 def test_igos_pp_direction_is_not_the_gradient_of_its_objective():
-    """Spec §3: the ½ sits only on the network terms of the direction, so g ≠ ∇L (with λ = 0: g = ½∇L)."""
+    """docs/igos.md §3: the ½ sits only on the network terms of the direction, so g ≠ ∇L (with λ = 0: g = ½∇L)."""
     model, images, baselines = setting(3, (10, 10), seed=4)
     rng = np.random.default_rng(19)
     masks = random_masks(rng, 1, 2, 4, 4)
@@ -487,7 +487,7 @@ def test_igos_pp_direction_is_not_the_gradient_of_its_objective():
 
 
 # ----------------------------------------------------------------------------------------------
-# Line search (spec §4) and defaults (spec §5)
+# Line search (docs/igos.md §4.1) and defaults (§5.1)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -517,7 +517,7 @@ def test_line_search_matches_reference(parallel_trials):
                                    options)
     expected = [ref.line_search(objectives[i], masks[i], direction[i], bases[i]) for i in range(4)]
     close(got, expected, rtol=1e-12, atol=0)
-    close(got[2], 1000 * 0.2**12)  # spec §4: the last trial, 4.096e-6, is applied even if it fails
+    close(got[2], 1000 * 0.2**12)  # docs/igos.md §4.1: the last trial, 4.096e-6, is applied even if it fails
     close(got[3], 1000.0)
     if parallel_trials == 1:
         assert calls.count(2) == 13  # 13 trials (plus the base: 14 evaluations of L)
@@ -538,7 +538,7 @@ def test_defaults_follow_spec_section_5():
 
 
 # ----------------------------------------------------------------------------------------------
-# Metric step table (spec §7.a)
+# Metric step table (docs/igos.md §7.1)
 # ----------------------------------------------------------------------------------------------
 
 SPEC_TABLE = {7: (49, 1, 49, 1), 14: (196, 3, 66, 1), 28: (784, 15, 53, 4), 224: (50176, 1003, 51, 26)}

@@ -132,3 +132,9 @@ def test_mask_methods_return_masks_and_history(model, images, method):
     iterations = METHOD_OPTIONS[method]["iterations"]
     assert explanation.history["loss"].shape == explanation.history["step"].shape == (iterations, 3)
     assert torch.isfinite(explanation.history["loss"][0]).all()
+
+
+def test_normalise_maps_is_min_max_per_map_and_zero_for_a_constant_map():
+    maps = torch.tensor([[[0.0, 1.0], [2.0, 4.0]], [[3.0, 3.0], [3.0, 3.0]], [[-2.0, 0.0], [0.0, 2.0]]])
+    expected = torch.tensor([[[0.0, 0.25], [0.5, 1.0]], [[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.5], [0.5, 1.0]]])
+    torch.testing.assert_close(igos.normalise_maps(maps), expected)

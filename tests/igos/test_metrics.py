@@ -1,4 +1,4 @@
-"""`igos.insertion_deletion` against the slow references of spec §7.a and §7.c, and hand-computed AUCs."""
+"""`igos.insertion_deletion` against the slow references of docs/igos.md §7.1 and §7.3, and hand-computed AUCs."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ class RegionModel(torch.nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# Protocol 7.a against the reference
+# Protocol "igos" (docs/igos.md §7.1) against the reference
 # ----------------------------------------------------------------------------------------------
 
 IGOS_CASES = [  # channels, input size, saliency size, explicit baseline?, quantised saliency (ties)?
@@ -65,7 +65,7 @@ def test_igos_protocol_matches_reference(channels, size, saliency_size, explicit
         saliency = np.round(saliency * 4) / 4
     if explicit:
         baselines = 0.2 * rng.normal(size=images.shape)
-    else:  # the default baseline: the heavy reflect-101 blur of the input, scaled to its size (spec §5)
+    else:  # the default baseline: the heavy reflect-101 blur of the input, scaled to its size (docs/igos.md §5.2)
         kernel = ref.gaussian_kernel(*heavy_blur_size(*size))
         baselines = np.stack([ref.blur(image, kernel, "reflect101") for image in images])
     got = igos.insertion_deletion(model, t(images), t(saliency), baseline=t(baselines) if explicit else None,
@@ -81,7 +81,7 @@ def test_igos_protocol_matches_reference(channels, size, saliency_size, explicit
         close(got.insertion_curve[b], expected["insertion_curve"])
         close(got.deletion[b], expected["deletion"])
         close(got.insertion[b], expected["insertion"])
-        # spec §7.a: n + 1 points; deletion runs f_c(I) -> f_c(B), insertion f_c(B) -> f_c(I), x from 0 to 1
+        # docs/igos.md §7.1: n + 1 points; deletion runs f_c(I) -> f_c(B), insertion f_c(B) -> f_c(I), x from 0 to 1
         assert len(expected["deletion_curve"]) == n + 1 and got.deletion_curve.shape == (2, n + 1)
         clean, blurred = ref.score(model, images[b], target), ref.score(model, baselines[b], target)
         close([got.deletion_curve[b, 0], got.deletion_curve[b, -1]], [clean, blurred])
@@ -90,7 +90,7 @@ def test_igos_protocol_matches_reference(channels, size, saliency_size, explicit
 
 
 def test_igos_protocol_removes_q_cells_per_step_and_r_at_the_end():
-    """P = 143 cells: q = 2, n = 72, the last step removes r = 1 (spec §7.a)."""
+    """P = 143 cells: q = 2, n = 72, the last step removes r = 1 (docs/igos.md §7.1)."""
     model = ref.TinyNet(1, seed=7)
     images = inputs(1, (12, 16), seed=3)
     saliency = np.random.default_rng(4).uniform(size=(2, 11, 13))
@@ -99,7 +99,7 @@ def test_igos_protocol_removes_q_cells_per_step_and_r_at_the_end():
 
 
 # ----------------------------------------------------------------------------------------------
-# Protocol 7.c against the reference
+# Protocol "rise" (docs/igos.md §7.3) against the reference
 # ----------------------------------------------------------------------------------------------
 
 RISE_CASES = [  # channels, input size, saliency size, steps argument
@@ -116,7 +116,7 @@ def rise_step(size: tuple[int, int], steps: int) -> int:
 
 @pytest.mark.parametrize("channels, size, saliency_size, steps", RISE_CASES)
 def test_rise_protocol_matches_reference(channels, size, saliency_size, steps):
-    """Deletion to zeros; insertion from the spec's nearly flat 11×11/σ=5 blur (centre 0.0088, corner 0.0077)."""
+    """Deletion to zeros; insertion from the nearly flat 11×11/σ=5 blur of docs/igos.md §7.3 (centre 0.0088)."""
     model = ref.TinyNet(channels, seed=8)
     images = inputs(channels, size, seed=5)
     saliency = np.random.default_rng(6).uniform(size=(2, *saliency_size))
@@ -131,7 +131,7 @@ def test_rise_protocol_matches_reference(channels, size, saliency_size, steps):
 
 
 def test_rise_protocol_default_at_224():
-    """224×224: 224 pixels per step, 224 steps, 225 points (spec §7.c)."""
+    """224×224: 224 pixels per step, 224 steps, 225 points (docs/igos.md §7.3)."""
     model = ref.TinyNet(1, seed=9)
     rng = np.random.default_rng(7)
     image = 0.5 * rng.normal(size=(1, 1, 224, 224))

@@ -8,8 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from datasets.synthetic import TextBox as TrueBox
-from datasets.synthetic import chest_radiograph
+from datasets.synthetic import BurnedText, chest_radiograph
 from pipeline.text import TextConfig
 
 # Real Actualmed films (not in the repository): $CXR_AUDIT_REAL_FILMS or the shared/real folder beside the
@@ -25,7 +24,7 @@ TEST_TEXT = TextConfig(long_side=512, both_polarities=True)
 
 
 def burn(image: np.ndarray, text: str, x: int, y: int, height: int, value: float = 0.97,
-         font: int = cv2.FONT_HERSHEY_SIMPLEX) -> tuple[np.ndarray, TrueBox]:
+         font: int = cv2.FONT_HERSHEY_SIMPLEX) -> tuple[np.ndarray, BurnedText]:
     """`image` with `text` burned in, top-left of its cap height at (x, y); returns the tight box of the ink."""
     scale = height / cv2.getTextSize("H", font, 1.0, 1)[0][1]
     thickness = max(1, round(height / 7))
@@ -34,7 +33,7 @@ def burn(image: np.ndarray, text: str, x: int, y: int, height: int, value: float
     rows, cols = np.nonzero(ink)
     alpha = ink.astype(np.float32) / 255
     out = (image * (1 - alpha) + value * alpha).astype(np.float32)
-    return out, TrueBox(int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1, text)
+    return out, BurnedText(int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1, text)
 
 
 def film(height: int = 224, width: int = 288, seed: int = 5) -> np.ndarray:
@@ -44,7 +43,7 @@ def film(height: int = 224, width: int = 288, seed: int = 5) -> np.ndarray:
     return np.ascontiguousarray(square[top : top + height, left : left + width])
 
 
-def film_with_word_and_letter(seed: int = 5) -> tuple[np.ndarray, np.ndarray, list[TrueBox]]:
+def film_with_word_and_letter(seed: int = 5) -> tuple[np.ndarray, np.ndarray, list[BurnedText]]:
     """(image, clean, truth): a non-square film with the word "PORTABLE" (top) and the letter "R" (left)."""
     clean = film(seed=seed)
     image, word = burn(clean, "PORTABLE", 120, 10, 18)

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from datasets.covidx import LABELS_BINARY
-from datasets.torch import LABEL_ORDER
+from datasets.torch_dataset import LABEL_ORDER
 from pipeline.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, model_input, save_checkpoint
 from pipeline.models import ARCHITECTURES, SmallCNN, build_classifier
 

@@ -8,7 +8,7 @@ import torch
 
 from datasets.images import read_image
 from datasets.synthetic import generate, split_records
-from datasets.torch import LABEL_ORDER
+from datasets.torch_dataset import LABEL_ORDER
 from pipeline.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, model_input, save_checkpoint
 from pipeline.models import build_classifier
 from pipeline.predict import predict_split

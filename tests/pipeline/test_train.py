@@ -12,11 +12,12 @@ from safetensors.torch import load_file
 
 from datasets.covidx import LABELS_BINARY, Record, patient_overlap, read_split, split_by_patient, write_split
 from datasets.synthetic import SPLIT_FILES, generate, split_records
-from datasets.torch import LABEL_ORDER
+from datasets.torch_dataset import LABEL_ORDER
 from pipeline.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, save_checkpoint
 from pipeline.models import build_classifier
 from pipeline.predict import predict_split
 from pipeline.train import (
+    FEW_VALIDATION_IMAGES,
     HISTORY_COLUMNS,
     TrainConfig,
     augment,
@@ -102,6 +103,16 @@ def test_validation_is_carved_from_train_by_patient(trained):
     expected = split_by_patient(records, fraction=TINY.val_fraction, seed=TINY.seed)[1]
     assert [record.filename for record in expected] == list(result.validation_filenames)
     assert {record.label for record in validation} == set(LABEL_ORDER)  # stratified by label
+    assert result.validation["images"] == len(validation)  # recorded: the report flags a small one
+
+
+def test_an_epoch_chosen_on_few_validation_images_is_logged(trained, caplog):
+    records, result = trained
+    assert len(result.validation_filenames) < FEW_VALIDATION_IMAGES  # the tiny training set's split
+    config = replace(TINY, epochs=1)
+    with caplog.at_level("WARNING", logger="pipeline.train"):
+        train_classifier(records, result.checkpoint.with_name("few.safetensors"), config)
+    assert f"validation split of {len(result.validation_filenames)} images" in caplog.text
 
 
 def test_same_seed_gives_identical_weights_and_another_seed_does_not(root, tmp_path):
