@@ -33,7 +33,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/igos_speed.py
+	$(BIN)/python -m benchmarks.igos_speed
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -17,8 +17,8 @@ input size S) are the audit's one intended O(N) array, and up to three copies of
 preload buffer, its clone, and the train/validation copies made by boolean indexing); 25 % covers the
 tables and interpreter noise. Writes benchmarks/results/audit_memory.md and .json.
 
-    python benchmarks/audit_memory.py            # N = 500 and 2,000, ~21 min on 2 busy CPU cores
-    python benchmarks/audit_memory.py --quick    # N = 24 and 48, tiny settings, ~1 min: proves the script runs
+    python -m benchmarks.audit_memory            # N = 500 and 2,000, ~21 min on 2 busy CPU cores
+    python -m benchmarks.audit_memory --quick    # N = 24 and 48, tiny settings, ~1 min: proves the script runs
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import copy
 import datetime
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -44,9 +43,19 @@ from pathlib import Path
 import psutil  # a dependency of dask.distributed (prefect-dask), so always installed with cxr-audit
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-CLI = Path(sys.executable).parent / "cxr-audit"
+from benchmarks.common import (
+    CLI,
+    RESULTS,
+    ROOT,
+    command_line,
+    environment,
+    load_average,
+    load_note,
+    migrate_prefect,
+    program,
+    write_results,
+)
+
 MB = 1024 * 1024
 TEST_FRACTION = 0.2  # datasets.synthetic.generate: test and test_decorrelated each hold n_test images
 SLACK = 1.25  # the whole-tree bound's allowance for tables and allocator noise
@@ -54,7 +63,7 @@ STAGE_SLACK = 1.05  # the per-stage bound's: CRAFT's fixed peak must not hide gr
 DEFAULT_INTERVAL = 0.1  # seconds between RSS samples
 PRELOAD_COPIES = 3  # preload buffer + its clone + the train/validation copies (pipeline.train)
 
-# The audit's settings (flows.config.AuditConfig keys); data.synthetic's sizes are set per N.
+# The audit's settings (flows.config.RunConfig keys); data.synthetic's sizes are set per N.
 SETTINGS: dict = {
     "data": {"synthetic": {"image_size": 128, "shortcut": 0.9, "seed": 0}},
     "train": {"architecture": "small_cnn", "image_size": 64, "epochs": 3, "batch_size": 32,
@@ -243,15 +252,6 @@ def run_audit_child(settings: dict, n: int, work: Path, prefect_home: Path, inte
             "command": shlex.join(command)}
 
 
-def migrate_prefect(prefect_home: Path) -> None:
-    """Create Prefect's database once, before the measured runs, so no run pays for (or hides) the migration."""
-    env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "DO_NOT_TRACK": "1"}
-    env.pop("PREFECT_API_URL", None)
-    subprocess.run([str(CLI.with_name("prefect")), "server", "database", "upgrade", "-y"], env=env, check=True,
-                   capture_output=True)
-
-
 # ---- the report --------------------------------------------------------------------------------------------
 
 
@@ -288,37 +288,6 @@ def verdict(rows: list[dict], settings: dict) -> dict:
             "flow_process_slope_mb_per_1000_images": round(1000 * own_slope, 2),
             "preload_slope_mb_per_1000_images": round(1000 * per_image_preload, 2),
             "ratio_large_to_small": round(large["peak_tree_rss_mb"] / small["peak_tree_rss_mb"], 3)}
-
-
-def machine() -> str:
-    """CPU model, cores and RAM of this machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 1024**3:.1f} GiB RAM"
-
-
-def environment(load: tuple[float, float]) -> dict:
-    """Date, machine, versions and load of one benchmark run."""
-    from importlib.metadata import version
-
-    return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": machine(),
-            "python": platform.python_version(), "torch": version("torch"), "prefect": version("prefect"),
-            "cpu_count": os.cpu_count(), "load_average_1min_start": round(load[0], 2),
-            "load_average_1min_end": round(load[1], 2)}
-
-
-def load_note(env: dict) -> str:
-    """The load-average line of a results header, with a warning when other processes competed for the cores."""
-    cores = env.get("cpu_count", os.cpu_count())  # results written before cpu_count was recorded: this machine
-    busy = max(env["load_average_1min_start"], env["load_average_1min_end"]) > cores
-    return (f"- 1-min load average at start / end: {env['load_average_1min_start']} / "
-            f"{env['load_average_1min_end']}" + (f" (above {cores}: other processes competed for the cores, so "
-                                                 "times are inflated and noisy; memory is not affected)" if busy
-                                                 else ""))
 
 
 def stage_table(rows: list[dict]) -> list[str]:
@@ -360,7 +329,7 @@ def markdown(result: dict) -> str:
         "a fresh child process with its own temporary Prefect server (its database created beforehand, so no "
         "run pays for the migration); one run per N",
         f"- settings: `{json.dumps(settings, separators=(', ', ': '))}`; every other key is the default "
-        "(flows.config.AuditConfig); data.synthetic n_train / n_test per N: "
+        "(flows.config.RunConfig); data.synthetic n_train / n_test per N: "
         + ", ".join(f"{row['n']}: {row['n_train']} / {row['n_test']}" for row in rows),
         f"- RSS: psutil, every {result['interval_s']} s, summed over the child and all its descendants (the "
         "Prefect API server, Dask workers when there are some; shared library pages count once per process); "
@@ -401,18 +370,9 @@ def markdown(result: dict) -> str:
 # ---- CLI ---------------------------------------------------------------------------------------------------
 
 
-def write_results(out_dir: Path, name: str, result: dict, report: str) -> None:
-    """Write `<name>.json` and `<name>.md` into out_dir and print the markdown."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out_dir / f"{name}.md").write_text(report)
-    print(report)
-    print(f"written to {out_dir}", file=sys.stderr)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the audit at each size, write the markdown and JSON results, print the markdown."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=program(__file__), description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default=None, help=f"comma-separated N (default {SIZES}; --quick {QUICK_SIZES})")
     parser.add_argument("--quick", action="store_true", help="tiny settings and N; writes to a temporary folder "
                         "unless --out-dir is given")
@@ -427,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.render:
         result = json.loads(args.render.read_text())
         result["verdict"] = verdict(result["rows"], result["settings"])
-        write_results(args.render.parent, args.render.stem, result, markdown(result))
+        write_results(args.render.with_suffix(".md"), result, markdown(result))
         return 0
     sizes = sorted(int(n) for n in args.sizes.split(",")) if args.sizes else list(QUICK_SIZES if args.quick
                                                                                    else SIZES)
@@ -437,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = args.out_dir or (Path(tempfile.mkdtemp(prefix="audit_memory_out_")) if args.quick else RESULTS)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="audit_memory_"))
     work.mkdir(parents=True, exist_ok=True)
-    started, load_start = time.perf_counter(), os.getloadavg()[0]
+    started, load_start = time.perf_counter(), load_average()
     migrate_prefect(work / "prefect-home")
     rows = []
     for n in sizes:
@@ -446,12 +406,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               f" MB, wall {rows[-1]['wall_seconds']} s", file=sys.stderr, flush=True)
     if args.work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
-    result = {"quick": args.quick, "command": "python " + shlex.join(["benchmarks/audit_memory.py",
-                                                                       *(sys.argv[1:] if argv is None else argv)]),
-              "environment": environment((load_start, os.getloadavg()[0])), "settings": settings,
+    result = {"quick": args.quick, "command": command_line(__file__, argv),
+              "environment": environment((load_start, load_average())), "settings": settings,
               "interval_s": args.interval, "rows": rows, "verdict": verdict(rows, settings),
               "total_wall_seconds": round(time.perf_counter() - started, 1)}
-    write_results(out_dir, "audit_memory", result, markdown(result))
+    write_results(out_dir / "audit_memory.md", result, markdown(result))
     return 0
 
 

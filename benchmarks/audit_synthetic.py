@@ -27,9 +27,9 @@ and .json. Two ground truths of "the prediction rests on the text":
     chosen_threshold_f1, chosen_threshold_youden        thresholds pipeline.audit.choose_threshold picks
     seconds                                             the flow's wall time
 
-    python benchmarks/audit_synthetic.py                       # ~35 min on 2 CPU cores (CRAFT at 1024 px)
-    python benchmarks/audit_synthetic.py --from-run runs/demo  # seconds: the numbers of a finished run
-    python benchmarks/audit_synthetic.py --from-run runs/demo --upscales 2 3   # + CRAFT canvas sweep (~5 min)
+    python -m benchmarks.audit_synthetic                       # ~35 min on 2 CPU cores (CRAFT at 1024 px)
+    python -m benchmarks.audit_synthetic --from-run runs/demo  # seconds: the numbers of a finished run
+    python -m benchmarks.audit_synthetic --from-run runs/demo --upscales 2 3   # + CRAFT canvas sweep (~5 min)
 """
 
 from __future__ import annotations
@@ -38,9 +38,6 @@ import argparse
 import datetime
 import json
 import math
-import platform
-import shlex
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -50,16 +47,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from datasets.synthetic import read_truth, split_records  # noqa: E402
-from flows.config import load_config  # noqa: E402
-from pipeline.audit import AuditError, audit_split, choose_threshold, flag_quality  # noqa: E402
-from pipeline.explain import load_saliency  # noqa: E402
-from pipeline.text import TextBox, detect_split, read_detections  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
+from benchmarks.common import RESULTS, ROOT, command_line, cpu_arch, program, write_results
+from datasets.synthetic import read_truth, split_records
+from flows.config import load_config
+from pipeline.audit import AuditError, audit_split, choose_threshold, flag_quality
+from pipeline.explain import load_saliency
+from pipeline.text import TextBox, detect_split, read_detections
 
 
 def measure(run_dir: Path, upscales: Sequence[float] = ()) -> dict:
@@ -180,7 +173,7 @@ def markdown(numbers: dict, command: str, run_dir: Path) -> str:
     lines = [
         "# Audit on synthetic data against ground truth",
         "",
-        f"`{command}` — {datetime.date.today()}, {platform.machine()}, run folder `{run_dir}`.",
+        f"`{command}` — {datetime.date.today()}, {cpu_arch()}, run folder `{run_dir}`.",
         "",
         "Ground truth of a flag (copy truth): classifier A's prediction on the image differs from its "
         "prediction on the known text-free copy of the same film. Inpainted truth (the issue's wording): A's "
@@ -208,15 +201,16 @@ def markdown(numbers: dict, command: str, run_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=program(__file__), description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "audit_synthetic.yaml")
     parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "benchmark-audit-synthetic")
     parser.add_argument("--from-run", type=Path, help="a finished synthetic run folder to read instead of running")
     parser.add_argument("--upscales", type=float, nargs="*", default=[],
                         help="also run CRAFT on the audited split at these canvas upscales (e.g. 2 3; ~1-3 min each "
                              "on the demo) and measure the counterfactual with those boxes")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     run_dir = args.from_run
     if run_dir is None:
         from flows.audit import run_audit
@@ -226,11 +220,7 @@ def main() -> None:
         run_dir = args.run_dir
         run_audit(load_config(args.config, run_dir=run_dir))
     numbers = measure(run_dir, args.upscales)
-    command = "python " + shlex.join(["benchmarks/audit_synthetic.py", *sys.argv[1:]])
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "audit_synthetic.json").write_text(json.dumps(numbers, indent=1) + "\n")
-    (RESULTS / "audit_synthetic.md").write_text(markdown(numbers, command, run_dir))
-    print(markdown(numbers, command, run_dir))
+    write_results(RESULTS / "audit_synthetic.md", numbers, markdown(numbers, command_line(__file__, argv), run_dir))
 
 
 if __name__ == "__main__":

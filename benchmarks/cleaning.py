@@ -19,15 +19,14 @@ over whole markers and by 2 px):
 - the text guard (`pipeline.inpaint.is_text_like`) on the annotated real text, markers and anatomy, on the
   held-out film boxes, and on the synthetic films' true text boxes.
 
-    python benchmarks/cleaning.py --quick          # seconds: proves the script runs
-    python benchmarks/cleaning.py                  # the table in benchmarks/results/cleaning.md (~2 min, 2 cores)
-    python benchmarks/cleaning.py --crops /tmp/crops   # also before/after crops of the real boxes, per method
+    python -m benchmarks.cleaning --quick          # seconds: proves the script runs
+    python -m benchmarks.cleaning                  # the table in benchmarks/results/cleaning.md (~2 min, 2 cores)
+    python -m benchmarks.cleaning --crops /tmp/crops   # also before/after crops of the real boxes, per method
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
 import os
 import platform
@@ -41,16 +40,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from benchmarks.common import RESULTS, command_line, cpu_arch, now, program, real_films_dir, write_report
 from datasets.images import read_image
 from datasets.synthetic import SyntheticImage, sample
 from pipeline.clean import CleanConfig, clean_mask, psnr
 from pipeline.inpaint import METHODS, inpaint, is_text_like, texture_ratio
 from pipeline.text import TextBox
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "cleaning.md"
-DEFAULT_IMAGES = Path(os.environ.get("CXR_AUDIT_REAL_FILMS") or ROOT.parent / "shared" / "real" / "actualmed"
-                      / "images")
+DEFAULT_OUT = RESULTS / "cleaning.md"
 Box = tuple[int, int, int, int]
 # Boxes drawn by hand on the tuning films (x0, y0, x1, y1 in the 1280-px films), by index in the sorted folder:
 # burned-in text lines, the circled laterality marker (the ring's outer edge), and anatomy / devices a detector
@@ -96,18 +93,21 @@ class Settings:
     size: int
     boxes_per_film: int
     held_out: int
+    command: str
 
 
 def parse_args(argv: Sequence[str] | None) -> Settings:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=program(__file__), description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few films, small: proves the script runs")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"markdown table (default {DEFAULT_OUT})")
-    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="the real Actualmed films")
+    parser.add_argument("--images", type=Path, default=real_films_dir(), help="the real Actualmed films "
+                        "(default: $CXR_AUDIT_REAL_FILMS, else ../shared/real/actualmed/images beside the checkout)")
     parser.add_argument("--crops", type=Path, default=None, help="write before/after crops of the real boxes here")
     args = parser.parse_args(argv)
     return Settings(args.quick, args.out, args.images, args.crops, synthetic=4 if args.quick else 60,
                     size=256 if args.quick else 512, boxes_per_film=3 if args.quick else 12,
-                    held_out=1 if args.quick else 1000)
+                    held_out=1 if args.quick else 1000, command=command_line(__file__, argv))
 
 
 # ---- the films ---------------------------------------------------------------------------------------------
@@ -304,12 +304,10 @@ def best_method(tuning: dict[str, Scores]) -> str:
 
 def report(settings: Settings, results: dict, started: float) -> str:
     synthetic, tuning, held, seconds = (results[key] for key in ("synthetic", "tuning", "held_out", "seconds"))
-    command = "python benchmarks/cleaning.py" + (" --quick" if settings.quick else "") + (
-        f" --out {settings.out}" if settings.out != DEFAULT_OUT else "")
     lines = ["# Cleaning: inpainting methods against known clean films", "",
-             f"- command: `{command}`",
-             f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-             f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (shared), "
+             f"- command: `{settings.command}`",
+             f"- date: {now()}",
+             f"- machine: {cpu_arch()}, {os.cpu_count()} CPU cores (shared), "
              f"python {platform.python_version()}, OpenCV {cv2.__version__}",
              f"- synthetic: {len(synthetic[METHODS[0]].psnr)} films of {settings.size} px with text "
              "(datasets.synthetic.sample, seed 11); real: "
@@ -408,8 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_crops(settings.crops, tuning)
     text = report(settings, results, started)
     print(text)
-    settings.out.parent.mkdir(parents=True, exist_ok=True)
-    settings.out.write_text(text, encoding="utf-8")
+    write_report(settings.out, text)
     print(f"written to {settings.out}", file=sys.stderr)
     return 0
 

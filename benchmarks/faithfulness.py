@@ -24,9 +24,9 @@ top-1 class is explained). Writes Tables 1–3 to faithfulness_imagenet.md / .js
 Every explanation and score is cached per (model, method, mask size, settings) under --work, so a rerun (or a
 run after a crash) recomputes only what is missing.
 
-    python benchmarks/faithfulness.py --quick        # seconds: proves the script runs (temp work dir and output)
-    python benchmarks/faithfulness.py                # CPU defaults (see --help)
-    python benchmarks/faithfulness.py --imagenet /data/imagenet/val --weights resnet50.pth --arch resnet50
+    python -m benchmarks.faithfulness --quick        # seconds: proves the script runs (temp work dir and output)
+    python -m benchmarks.faithfulness                # CPU defaults (see --help)
+    python -m benchmarks.faithfulness --imagenet /data/imagenet/val --weights resnet50.pth --arch resnet50
 """
 
 from __future__ import annotations
@@ -34,14 +34,12 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import datetime
 import hashlib
 import json
 import math
 import os
 import platform
 import random
-import shlex
 import sys
 import tempfile
 import time
@@ -59,20 +57,28 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import igos
+from benchmarks.common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RESULTS,
+    ROOT,
+    command_line,
+    cpu_model,
+    load_average,
+    now,
+    program,
+    write_results,
+)
+from datasets import synthetic
+from datasets.atomic import atomic_path, sha256_of, write_text
+from datasets.images import read_image
+from pipeline.audit import AuditConfig, saliency_shares, upsample_saliency
+from pipeline.checkpoint import checkpoint_digest, load_checkpoint, model_input
+from pipeline.inputs import load_resized
+from pipeline.text import TextBox, box_mask
+from pipeline.train import TrainConfig, records_sha256, train_classifier
 
-import igos  # noqa: E402
-from datasets import synthetic  # noqa: E402
-from datasets.atomic import atomic_path, sha256_of, write_text  # noqa: E402
-from datasets.images import read_image  # noqa: E402
-from pipeline.audit import AuditConfig, saliency_shares, upsample_saliency  # noqa: E402
-from pipeline.checkpoint import checkpoint_digest, load_checkpoint, model_input  # noqa: E402
-from pipeline.text import TextBox, box_mask  # noqa: E402
-from pipeline.train import TrainConfig, load_resized, records_sha256, train_classifier  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 # (row label, igos method) in the paper's order.
 METHODS = (("iGOS++", "igos++"), ("iGOS+", "igos+"), ("I-GOS", "igos"), ("Mask", "mask"), ("RISE", "rise"),
@@ -104,7 +110,8 @@ CASCADES["resnet50"] = CASCADES["resnet18"]
 SANITY_MAX_RHO = 0.5  # a method passes when its |mean ρ| stays below this at every cascade step (fixed beforehand)
 MODES_TOLERANCE = 0.01  # fast must be within this of faithful on both insertion and deletion
 SELF_SEED_OFFSET = 10_000  # the reseeded run that measures how much a stochastic method's map moves by chance
-# Quoted from spec §10 (ImageNet, 5 000 images, the official AUC of §7.b); compared in the ImageNet output only.
+# Quoted from the iGOS++ paper's tables (ImageNet, 5 000 images, the official AUC: docs/igos.md §7.2); compared in
+# the ImageNet output only.
 PAPER = {
     "resnet50": {"iGOS++": {224: (0.0328, 0.7261), 28: (0.0929, 0.7284), 7: (0.1810, 0.7332)},
                  "I-GOS": {224: (0.0420, 0.5846), 28: (0.1059, 0.5986), 7: (0.1607, 0.6632)},
@@ -126,7 +133,7 @@ PAPER_ABLATION = {"I-GOS": (0.0420, 0.5846, 0.1059, 0.5986), "Insertion": (0.076
 # Defaults for the 2 shared CPU cores, from a calibration run (6 images per model, 1-min load average ~3.5, 1
 # thread): 36-px input, the smallest at which the ResNets' last layer keeps 2×2 cells for Grad-CAM; K = 4, N = 2;
 # all 20 maps of one image with both metrics took ~2 s (small CNN), ~15 s (ResNet-18) and ~30 s (ResNet-50); the
-# spec's metric (~50 steps a curve) is about half of it. 1 thread: with other processes on the cores, 2 OpenMP
+# paper's metric (~50 steps a curve) is about half of it. 1 thread: with other processes on the cores, 2 OpenMP
 # threads ran a ResNet-18 forward 2× slower (15.5 vs 7.8 ms/image at 48 px). --quick: seconds.
 SYNTHETIC_DEFAULTS: dict[str, Any] = {
     "image_size": 36, "dataset_size": 72, "n_train": 300, "images": 100, "archs": "small_cnn,resnet18,resnet50",
@@ -143,7 +150,8 @@ QUICK: dict[str, Any] = {
     "ablation_images": 2, "modes_images": 2, "sanity_images": 2, "explain_batch": 2, "forward_batch": 64,
     "threads": 1,
 }
-# The paper's settings (spec §5, §10): library defaults for every method, faithful (official) update rule.
+# The paper's settings (docs/igos.md §5.1; the iGOS++ paper's tables): library defaults for every method,
+# faithful (official) update rule.
 IMAGENET_DEFAULTS: dict[str, Any] = {
     "image_size": 224, "images": 5000, "iterations": 20, "ig_steps": 15, "mask_iterations": 300, "rise_masks": 4000,
     "ig_baseline_steps": 20, "mode": "faithful", "mask_sizes": "7,14,28", "ablation_images": 5000,
@@ -633,9 +641,9 @@ def main_tables(subject: Subject, units: dict[tuple[str, int], Unit], cfg: Confi
 
 
 PROTOCOL_NOTES = {
-    "igos": "the paper's, spec §7.a: cells of the mask grid ranked, heavy-blur baseline for both curves, soft "
-            "cell borders; trapezoid AUC incl. the 0 % point (§7.b)",
-    "rise": "spec §7.c: pixels ranked at input resolution, deletion to zeros, insertion from an 11×11 σ 5 blur",
+    "igos": "the paper's, docs/igos.md §7.1: cells of the mask grid ranked, heavy-blur baseline for both curves, soft "
+            "cell borders; trapezoid AUC incl. the 0 % point (docs/igos.md §7.2)",
+    "rise": "docs/igos.md §7.3: pixels ranked at input resolution, deletion to zeros, insertion from an 11×11 σ 5 blur",
 }
 
 
@@ -749,25 +757,19 @@ def models_table(subjects: Sequence[Subject], cfg: Config) -> list[str]:
 
 
 def machine_lines(cfg: Config, load: tuple[float, float], seconds: float) -> list[str]:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
     return [
-        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"- date: {now()}",
         f"- command: `{cfg.command}`",
-        f"- machine: {cpu}, {os.cpu_count()} cores; torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"torchvision {torchvision.__version__}, python {platform.python_version()}; 1-min load average at start / "
-        f"end {load[0]:.2f} / {load[1]:.2f} (other processes sharing the cores inflate every timing)",
+        f"- machine: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__} ({torch.get_num_threads()} "
+        f"threads), torchvision {torchvision.__version__}, python {platform.python_version()}; 1-min load average "
+        f"at start / end {load[0]:.2f} / {load[1]:.2f} (other processes sharing the cores inflate every timing)",
         f"- total wall time: {seconds:.0f} s ({seconds / 60:.1f} min), including cached units' load time; "
         f"cache and checkpoints in `{cfg.work}`",
     ]
 
 
 def settings_lines(cfg: Config) -> list[str]:
-    """Every setting, and where it differs from the spec/paper default."""
+    """Every setting, and where it differs from the paper default."""
     # The ImageNet path reproduces the official code, whose update rule is the faithful mode.
     reference = {**LIBRARY_DEFAULTS, "mode": "faithful"} if cfg.imagenet else LIBRARY_DEFAULTS
     differs = [f"{name} {getattr(cfg, name)} (paper/library: {default})" for name, default in reference.items()
@@ -786,7 +788,8 @@ def settings_lines(cfg: Config) -> list[str]:
         f"gradients: {cfg.ig_baseline_steps} steps from the blur baseline; explain calls of {cfg.explain_batch} "
         f"images, forward chunks of {cfg.forward_batch}, channels-last on the CPU (same values)",
         "- metric steps: protocol `igos` "
-        + ("the spec's ⌊P/50⌋ cells per step" if cfg.igos_metric_steps is None else f"{cfg.igos_metric_steps} steps")
+        + ("the paper's ⌊P/50⌋ cells per step (docs/igos.md §7.1)" if cfg.igos_metric_steps is None
+           else f"{cfg.igos_metric_steps} steps")
         + f", protocol `rise` {rise_note}; softmax probability of the explained (top-1) class",
         "- **differs from the paper/library defaults**: " + ("; ".join(differs) if differs else "nothing"),
     ]
@@ -853,8 +856,9 @@ def run_imagenet(cfg: Config, runner: Runner) -> tuple[list[str], dict[str, Any]
              "", "## Insertion / deletion (the paper's Tables 1–2)", "", f"### {cfg.arch}"]
     lines += main_tables(subject, main, cfg)
     if cfg.arch in PAPER:
-        lines += ["", f"The paper's numbers for {cfg.arch} (spec §10: 5 000 ImageNet images, the official AUC of "
-                  "§7.b, which differs from the trapezoid here by up to ±0.02; compare with protocol `igos`):", "",
+        lines += ["", f"The paper's numbers for {cfg.arch} (the iGOS++ paper's tables: 5 000 ImageNet images, the "
+                  "official AUC of docs/igos.md §7.2, which differs from the trapezoid here by up to ±0.02; compare "
+                  "with protocol `igos`):", "",
                   "| method | size | del | ins |", "|---|---:|---:|---:|"]
         lines += [f"| {label} | {size} | {d:.4f} | {i:.4f} |" for label, by_size in PAPER[cfg.arch].items()
                   for size, (d, i) in by_size.items()]
@@ -875,7 +879,7 @@ def run_imagenet(cfg: Config, runner: Runner) -> tuple[list[str], dict[str, Any]
 
 def parse_args(argv: Sequence[str] | None) -> Config:
     """Command line → Config, with the defaults of the chosen path (synthetic, --quick, --imagenet)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog=program(__file__), description=__doc__.split("\n\n")[0],
                                      epilog=f"synthetic defaults: {SYNTHETIC_DEFAULTS}; --quick: {QUICK}; "
                                             f"--imagenet defaults: {IMAGENET_DEFAULTS}")
     parser.add_argument("--quick", action="store_true", help="tiny settings (seconds); temp work dir and output "
@@ -900,7 +904,8 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         parser.add_argument(f"--{name}", type=int)
     parser.add_argument("--mode", choices=("fast", "faithful"), help="iGOS family mode of the main tables")
     parser.add_argument("--mask-sizes", help="mask sides besides the input size, comma-separated (default 7,14,28)")
-    parser.add_argument("--igos-metric-steps", type=int, help="protocol igos: steps (default the spec's ⌊P/50⌋ rule)")
+    parser.add_argument("--igos-metric-steps", type=int, help="protocol igos: steps (default the paper's ⌊P/50⌋ "
+                        "rule, docs/igos.md §7.1)")
     parser.add_argument("--rise-metric-steps", type=int, help="protocol rise: steps (default the input side, as "
                         "RISE's 224 steps at 224 px)")
     parser.add_argument("--seed", type=int, default=0)
@@ -944,7 +949,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         igos_metric_steps=pick("igos_metric_steps"), rise_metric_steps=int(pick("rise_metric_steps") or image_size),
         explain_batch=int(pick("explain_batch")), forward_batch=int(pick("forward_batch")),
         threads=int(pick("threads")), seed=args.seed,
-        command="python " + shlex.join(["benchmarks/faithfulness.py", *(sys.argv[1:] if argv is None else argv)]))
+        command=command_line(__file__, argv))
 
 
 def finite_or_none(value: Any) -> Any:
@@ -965,23 +970,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_args(argv)
     torch.set_num_threads(cfg.threads)
     runner = Runner(cfg)
-    load_start = os.getloadavg()[0]
+    load_start = load_average()
     run: Callable[[Config, Runner], tuple[list[str], dict[str, Any]]] = run_imagenet if cfg.imagenet else run_synthetic
     body, numbers = run(cfg, runner)
     seconds = time.perf_counter() - runner.started
     title = "# Faithfulness: insertion/deletion, ablations" + (
         " on ImageNet (the paper's setting)" if cfg.imagenet else ", ground truth and sanity on synthetic radiographs")
     lines = [title + (" (--quick: tiny settings, not a measurement to quote)" if cfg.quick else ""), ""]
-    lines += machine_lines(cfg, (load_start, os.getloadavg()[0]), seconds) + settings_lines(cfg) + [""] + body
+    lines += machine_lines(cfg, (load_start, load_average()), seconds) + settings_lines(cfg) + [""] + body
     report = "\n".join(lines) + "\n"
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(cfg).items()}
     document = {"settings": settings, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                "cpu_cores": os.cpu_count(), "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                "seconds": seconds, **numbers}
-    write_text(cfg.out, report)
-    write_text(cfg.out.with_suffix(".json"), json.dumps(finite_or_none(document), indent=1) + "\n")
-    print(report)
-    print(f"written to {cfg.out} and {cfg.out.with_suffix('.json')}", file=sys.stderr)
+                "cpu_cores": os.cpu_count(), "date": now(), "seconds": seconds, **numbers}
+    write_results(cfg.out, finite_or_none(document), report)
     return 0
 
 

@@ -2,28 +2,29 @@
 and result store, changed data; after each fault, the rerun equals an uninterrupted run and the source
 dataset is byte-identical.
 
-A tiny COVIDx-layout folder (`datasets.synthetic.generate` with tests/flows/conftest.py's `TINY` sizes) is
-written to `<work>/data` and audited by the real CLI, each time a fresh child process:
+A tiny COVIDx-layout folder (`datasets.synthetic.generate` with the sizes of `TINY`, the flow tests' tiny audit
+in benchmarks/common.py) is written to `<work>/data` and audited by the real CLI, each time a fresh child process:
 
     cxr-audit run --data data --train-split train_synthetic.txt --test-split test_synthetic.txt
                   --test-split test_decorrelated_synthetic.txt --out <run> --config tiny.yaml
 
-(`tiny.yaml`: conftest's `TINY` settings, plus `clean.checkpoint_every: 2` so that a kill can land inside
+(`tiny.yaml`: the `TINY` settings, plus `clean.checkpoint_every: 2` so that a kill can land inside
 the COVIDx++ build; it decides no pixel). One uninterrupted baseline run comes first (and one `cxr-audit
 demo` baseline for the kinds on the synthetic path); the sha256 of every source file is recorded. Then for
 each kind: a run folder (a copy of the baseline's when the fault concerns a rerun, else a new one), the
 fault injected, the CLI run (exit code, seconds, first line of stderr), the fault removed (the input
 restored, with a new mtime) and the same command run again. Checks: the outcome the kind expects (exit
 code, the message naming the file, a `rejected.csv` row, ...); the rerun's outputs equal the baseline's
-(summary.json without run_id and seconds, predictions/*.csv, audit/a.csv, compare/metrics.csv,
+(summary.json without run_id, seconds and since_last_run (what changed since the run before: history, not
+outputs), predictions/*.csv, audit/a.csv, compare/metrics.csv,
 covidx_pp/manifest.csv, text/detections.csv without its seconds; numbers within rtol 1e-4, atol 1e-6);
 the source folder byte-identical. A kind refused before any work (bad config, bad usage) must write
 nothing: the run without the fault is then the baseline run itself. A run-folder kind damages a copy of
 the baseline and expects the next run to repair it, so that run is the rerun.
 
-    python benchmarks/faults.py                         # every kind (~38 min on 2 cores: 2,269 s measured)
-    python benchmarks/faults.py --list                  # the kinds
-    python benchmarks/faults.py --only nul-split,unknown-key --work /tmp/faults
+    python -m benchmarks.faults                         # every kind (~38 min on 2 cores: 2,269 s measured)
+    python -m benchmarks.faults --list                  # the kinds
+    python -m benchmarks.faults --only nul-split,unknown-key --work /tmp/faults
 
 `--work DIR` keeps the source, the baselines and every kind's folder (each run's stdout and stderr
 included) and reuses the source and baselines found there (a baseline only when the same code and settings
@@ -40,7 +41,6 @@ import io
 import json
 import os
 import pickle
-import shlex
 import shutil
 import signal
 import subprocess
@@ -56,16 +56,21 @@ import pandas as pd
 import psutil  # a dependency of dask.distributed (prefect-dask)
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # audit_memory.py, beside this script
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the project and its tests
+from benchmarks.common import (
+    CLI,
+    RESULTS,
+    ROOT,
+    TINY,
+    command_line,
+    environment,
+    load_average,
+    load_note,
+    migrate_prefect,
+    program,
+    tiny_yaml,
+    write_results,
+)
 
-from audit_memory import environment, load_note, migrate_prefect, write_results
-
-from tests.flows.conftest import TINY
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-CLI = Path(sys.executable).parent / "cxr-audit"
 TRAIN, TEST, DECORRELATED = "train_synthetic.txt", "test_synthetic.txt", "test_decorrelated_synthetic.txt"
 # Images of the generated folder (generate names them <split prefix>-<patient>-<film>; film 0 always exists).
 TRAIN_IMAGE, TEST_IMAGE, DECORRELATED_IMAGE = "synth-tr-00001-0.png", "synth-te-00002-0.png", "synth-te-00003-0.png"
@@ -873,7 +878,7 @@ def summary_differences(run_dir: Path, reference: Path) -> list[str]:
         found, expected = (json.loads((folder / "summary.json").read_text()) for folder in (run_dir, reference))
     except OSError as error:
         return [f"summary.json: {error.strerror}"]
-    keys = sorted((set(found) | set(expected)) - {"run_id", "seconds"})
+    keys = sorted((set(found) | set(expected)) - {"run_id", "seconds", "since_last_run"})
     differ = [key for key in keys if not close(found.get(key), expected.get(key))]
     return [f"summary.json differs in {', '.join(differ)}"] if differ else []
 
@@ -902,7 +907,6 @@ def cli_environment(work: Path) -> dict[str, str]:
 def prepare(work: Path) -> None:
     """The source folder (kept when already there) and tiny.yaml in `work`."""
     from datasets.synthetic import generate
-    from tests.flows.test_server import tiny_yaml
 
     if not (work / "data" / "synthetic.json").is_file():
         shutil.rmtree(work / "data", ignore_errors=True)
@@ -1095,7 +1099,7 @@ def baselines(work: Path, kinds: Sequence[Kind]) -> dict[str, float | None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the selected kinds, write the markdown and JSON results; 1 if any kind failed."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=program(__file__), description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", help="comma-separated kinds to run (default: all)")
     parser.add_argument("--work", type=Path, help="work folder, kept and reused (default: a temporary one, kept)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS, help=f"results folder (default {RESULTS})")
@@ -1108,7 +1112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     kinds = selected(args.only)
     work = (args.work or Path(tempfile.mkdtemp(prefix="cxr-faults-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    started, load_start = time.perf_counter(), os.getloadavg()[0]
+    started, load_start = time.perf_counter(), load_average()
     print(f"work folder: {work}", file=sys.stderr, flush=True)
     prepare(work)
     source = digests(work / "data")
@@ -1120,13 +1124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[{time.perf_counter() - started:6.0f} s] {kind.name}: {'pass' if rows[-1]['passed'] else 'FAIL'} "
               + "; ".join(rows[-1]["problems"]), file=sys.stderr, flush=True)
     unchanged = all(digests(work / name / "run") == hashes for name, hashes in before.items())
-    result = {"command": "python " + shlex.join(["benchmarks/faults.py", *(sys.argv[1:] if argv is None else argv)]),
-              "environment": environment((load_start, os.getloadavg()[0])),
+    result = {"command": command_line(__file__, argv),
+              "environment": environment((load_start, load_average())),
               "baselines": timings, "baselines_unchanged": unchanged,
               "settings": {**TINY, "clean": {"checkpoint_every": 2}},
               "rows": rows, "categories": categories(rows),
               "total_wall_seconds": round(time.perf_counter() - started, 1)}
-    write_results(args.out_dir, "faults", result, markdown(result))
+    write_results(args.out_dir / "faults.md", result, markdown(result))
     return 0 if unchanged and all(row["passed"] for row in rows) else 1
 
 

@@ -11,5 +11,5 @@ if [ -d .whl ]; then
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 timeout 90 python3 -m pytest -q -p no:cacheprovider tests/igos -k cuda 2>&1 | tail -n 15 | tee "$out/cuda_tests.log"
-timeout 420 python3 benchmarks/igos_gpu.py --budget-seconds 330 --out "$out/igos_gpu.md" 2>&1 \
+timeout 420 python3 -m benchmarks.igos_gpu --budget-seconds 330 --out "$out/igos_gpu.md" 2>&1 \
   | tail -n 60 | tee "$out/igos_gpu.log"

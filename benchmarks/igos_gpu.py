@@ -1,29 +1,28 @@
 """GPU throughput of iGOS++ on ResNet-50 (issue 9): batch 1 vs 32, bf16 autocast, channels-last, torch.compile.
 
 Model: an untrained torchvision ResNet-50 (weights=None, seeded, eval mode, frozen), 3×224×224 input, its final
-layer scaled so the mean top-1 softmax probability is about 0.8 (as in benchmarks/igos_speed.py, whose image,
+layer scaled so the mean top-1 softmax probability is about 0.8 (as in benchmarks.igos_speed, whose image,
 calibration and pass-count helpers this script reuses). iGOS++ fast mode (the default), mask 28×28, K = 20
 iterations, N = 15 IG steps. Nothing is downloaded.
 
 Settings are measured in order of priority; before each one the script predicts its time from the previous one and
 skips it (saying so in the report) when it would overrun --budget-seconds. The report is rewritten after every
-setting, so a run killed by an outer timeout still leaves what it measured. It records images/s, passes (checked
-against the structure of spec §8), model FLOPs, peak GPU memory, and, against fp32 at the same batch and seeds, the
+setting, so a run killed by an outer timeout still leaves what it measured. It records images/s, passes
+(checked against the structure of docs/igos.md §8), model FLOPs, peak GPU memory, and, against fp32 at the same
+batch and seeds, the
 Spearman ρ of the maps and the insertion/deletion AUC differences (the AUCs are always computed in fp32), next to two
 floors: fp32 batch 1 vs 32 (GPU kernels only) and another seed (iGOS++ is stochastic). One image with
 --cpu-iterations iterations is also explained on the CPU and on the GPU for the GPU vs CPU ratio.
 
-    python benchmarks/igos_gpu.py                 # CUDA: about 5-6 min on an H100/H200 (budget 330 s)
-    python benchmarks/igos_gpu.py --quick         # CPU, seconds: tiny ResNet, 16×16 input; proves the script runs
+    python -m benchmarks.igos_gpu                 # CUDA: about 5-6 min on an H100/H200 (budget 330 s)
+    python -m benchmarks.igos_gpu --quick         # CPU, seconds: tiny ResNet, 16×16 input; proves the script runs
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -38,15 +37,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import resnet50
 from torchvision.models.resnet import BasicBlock, ResNet
 
-try:
-    import igos_speed
-except ImportError:  # loaded from outside benchmarks/ (e.g. by a test)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import igos_speed
-import igos  # importable now: igos_speed puts the checkout on sys.path when igos is not installed
+import igos
+from benchmarks import common, igos_speed
+from benchmarks.common import RESULTS, command_line, cpu_arch, now, program
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "igos_gpu.md"
+DEFAULT_OUT = RESULTS / "igos_gpu.md"
 METHOD = "igos++"
 TARGET_IMAGES_PER_SECOND = 5.0  # issue 9, on one H100-class GPU
 SAFETY = 1.15  # predicted time of a setting = images × s/image of the previous setting × SAFETY (+ warm-up)
@@ -267,14 +262,14 @@ def header(state: State) -> list[str]:
                   f"{torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}; TF32: cudnn "
                   f"{torch.backends.cudnn.allow_tf32}, matmul {torch.backends.cuda.matmul.allow_tf32}")
     else:
-        device = f"CPU ({platform.processor() or platform.machine()}), torch threads {torch.get_num_threads()}"
+        device = f"CPU ({cpu_arch()}), torch threads {torch.get_num_threads()}"
     model = "ResNet-10 (torchvision ResNet, one BasicBlock per stage)" if cfg.quick else "torchvision resnet50"
     forward, backward = state.flops
     return [
         "# iGOS++ GPU throughput" + (" (--quick: tiny settings on the CPU, not a measurement to quote)"
                                      if cfg.quick else ""),
         "",
-        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"- date: {now()}",
         f"- command: `{cfg.command}`",
         f"- device: {cfg.device.type} ({device})",
         f"- torch {torch.__version__}, python {platform.python_version()}, igos from {Path(igos.__file__).parent}",
@@ -394,8 +389,7 @@ def summary(state: State) -> list[str]:
 def write_report(state: State) -> str:
     """Render the report of what was measured so far and write it to cfg.out."""
     report = "\n".join(header(state) + throughput_table(state) + quality_table(state) + summary(state)) + "\n"
-    state.cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    state.cfg.out.write_text(report, encoding="utf-8")
+    common.write_report(state.cfg.out, report)
     return report
 
 
@@ -452,7 +446,7 @@ def measure_all(state: State, model: nn.Module, images: Tensor) -> None:
 
 def parse_args(argv: Sequence[str]) -> Config:
     """Command line → Config (CUDA unless --quick)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog=program(__file__), description=__doc__.split("\n\n")[0],
                                      epilog=f"Full settings: {FULL}; --quick: {QUICK}.")
     parser.add_argument("--quick", action="store_true", help="tiny model, 2 images, K = N = 2, on the CPU unless "
                         "--device cuda: proves the script runs; writes to a temp file unless --out is given")
@@ -485,7 +479,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         budget_seconds=args.budget_seconds, compile=not (args.no_compile or args.quick), seed=args.seed,
         threads=defaults["threads"], quick=args.quick,
         out=args.out or (Path(tempfile.gettempdir()) / "igos_gpu_quick.md" if args.quick else DEFAULT_OUT),
-        command=shlex.join(["python", "benchmarks/igos_gpu.py", *argv]))
+        command=command_line(__file__, argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,29 +1,36 @@
 """Do iGOS++ / I-GOS in fast and faithful mode agree on the known-evidence images of the tests?
 
-Uses the hand-set CNN of tests/igos/evidence.py (its class-1 score reads one 16×16 window of a
-64×64 image that also holds an equally bright distractor). For each method, mode and seed it
+Uses the hand-set CNN of the igos tests (benchmarks.common.WindowEvidenceNet: its class-1 score reads one 16×16
+window of a 64×64 image that also holds an equally bright distractor). For each method, mode and seed it
 reports the share of the top-5 % salient pixels inside the window, and between the fast and faithful
 maps of the same image and seed: Spearman ρ, Pearson r and the overlap (IoU) of their top-5 % cells.
 Writes benchmarks/results/igos_modes_agreement.md.
 
-    .venv/bin/python benchmarks/igos_modes_agreement.py
+    .venv/bin/python -m benchmarks.igos_modes_agreement
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
+from collections.abc import Sequence
 
 import torch
 from scipy.stats import pearsonr, spearmanr
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import igos
-from tests.igos.evidence import WindowEvidenceNet, evidence_images, top_fraction_inside, window_mask
+from benchmarks.common import (
+    RESULTS,
+    WindowEvidenceNet,
+    evidence_images,
+    program,
+    top_fraction_inside,
+    window_mask,
+    write_report,
+)
 
 SIZE, WINDOW = (64, 64), (16, 32, 16, 16)
 SEEDS = (0, 1, 2)
-OUT = Path(__file__).parent / "results" / "igos_modes_agreement.md"
+OUT = RESULTS / "igos_modes_agreement.md"
 
 
 def top_overlap(a: torch.Tensor, b: torch.Tensor, fraction: float = 0.05) -> float:
@@ -33,7 +40,9 @@ def top_overlap(a: torch.Tensor, b: torch.Tensor, fraction: float = 0.05) -> flo
     return len(top_a & top_b) / len(top_a | top_b)
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    argparse.ArgumentParser(prog=program(__file__), description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)  # --help only
     torch.set_num_threads(1)
     model = WindowEvidenceNet(SIZE, WINDOW).double()
     images = evidence_images(4, SIZE, WINDOW)
@@ -60,8 +69,7 @@ def main() -> int:
               "top-5 % overlap describe the agreement of the salient region."]
     report = "\n".join(lines) + "\n"
     print(report)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(report, encoding="utf-8")
+    write_report(OUT, report)
     return 0
 
 

@@ -1,26 +1,25 @@
-"""Speed benchmark of igos: iGOS++ and I-GOS, faithful vs fast mode, at several batch sizes (spec §8).
+"""Speed benchmark of igos: iGOS++ and I-GOS, faithful vs fast mode, at several batch sizes (docs/igos.md §8).
 
 Model: an untrained torchvision ResNet-18 (weights=None, seeded, eval mode) whose final layer is scaled
-so that the mean top-1 softmax probability on the benchmark images is about 0.8, as in the spec's CPU
-profile of the official implementation. Images: seeded random smooth images (blurred noise plus a few
+so that the mean top-1 softmax probability on the benchmark images is about 0.8, as in the CPU profile of the
+official implementation quoted in docs/igos.md §8. Images: seeded random smooth images (blurred noise plus a few
 bright blobs) with ImageNet normalisation. Nothing is downloaded.
 
 For every method × mode × batch size it measures the median and mean wall time per image, the image forwards and
 backwards per image (`Explanation.passes`), the iterations actually run, the line-search trials per
-iteration, and checks the pass counts against the structure of spec §8. It also reports the fast/faithful
+iteration, and checks the pass counts against the structure of docs/igos.md §8. It also reports the fast/faithful
 time ratio and the Spearman rank correlation of the fast and faithful maps of the same image and seed.
 
-    python benchmarks/igos_speed.py --quick                 # seconds: proves the script runs
-    python benchmarks/igos_speed.py                         # CPU defaults (see --help), ~15-20 min on 2 cores
-    python benchmarks/igos_speed.py --device cuda --gpu-throughput
-    python benchmarks/igos_speed.py --image-size 64 --mask-size 14 --iterations 5 --ig-steps 5 --methods igos++ \
+    python -m benchmarks.igos_speed --quick                 # seconds: proves the script runs
+    python -m benchmarks.igos_speed                         # CPU defaults (see --help), ~15-20 min on 2 cores
+    python -m benchmarks.igos_speed --device cuda --gpu-throughput
+    python -m benchmarks.igos_speed --image-size 64 --mask-size 14 --iterations 5 --ig-steps 5 --methods igos++ \
         --modes fast --batch-sizes 1,4,16,64 --images 64 --out benchmarks/results/igos_speed_batch.md   # batch scaling
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
 import os
 import platform
@@ -38,18 +37,12 @@ from scipy.stats import spearmanr
 from torch import Tensor, nn
 from torchvision.models import resnet18
 
-try:
-    import igos
-except ImportError:  # run from a checkout without the package installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import igos
+import igos
+from benchmarks.common import IMAGENET_MEAN, IMAGENET_STD, RESULTS, cpu_arch, load_average, now, program, write_report
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "igos_speed.md"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_OUT = RESULTS / "igos_speed.md"
 TARGET_TOP1 = 0.8
-# Network terms per iteration of each variant (spec §8): IG calls, and S terms per loss evaluation.
+# Network terms per iteration of each variant (docs/igos.md §8): IG calls, and S terms per loss evaluation.
 TERMS = {"igos++": 4, "igos+": 2, "igos": 1, "igos-insertion": 1}
 # CPU defaults: one image at batch 1 and the full K = 20, N = 15 (an iGOS++ faithful image alone took 10 min on 2
 # busy cores; batch sizes 4 and 16 would need 21 images per method and mode, i.e. hours). ~15-20 min on 2 cores.
@@ -62,7 +55,7 @@ QUICK = {"image_size": 32, "mask_size": 8, "iterations": 2, "ig_steps": 2, "batc
          "threads": 1}
 SEED_NOISE_OFFSET = 10_000  # the reseeded runs that measure how much a map changes with the seed alone
 REFERENCE = [
-    # Quoted from spec §8 (official implementation, 2-core CPU, ResNet-18, 28×28, K = 20, N = 15): not measured.
+    # Quoted from docs/igos.md §8 (official implementation, 2-core CPU, ResNet-18, 28×28, K = 20, N = 15): not measured.
     ("iGOS++ (official)", "314", "≈ 8 640 (1 200 fwd+bwd + ≈ 7 440 line-search fwd)", "1 200"),
     ("I-GOS (official re-impl.)", "35.5", "300 fwd+bwd + 15·Σ(1+T_j)", "300"),
 ]
@@ -218,7 +211,7 @@ def line_search_trials(explanation: igos.Explanation) -> list[list[int]]:
 
 
 def expected_passes(method: str, explanation: igos.Explanation, trials: list[list[int]]) -> tuple[int, int]:
-    """Image forwards and backwards that spec §8's structure predicts for this call.
+    """Image forwards and backwards that the structure of docs/igos.md §8 predicts for this call.
 
     Per image: 1 forward to find the target; per iteration run, T·N fwd+bwd for the integrated gradients,
     T·N forwards for the base loss unless it is reused from the IG pass, and T·N forwards per line-search
@@ -343,8 +336,7 @@ def fast_faithful_ratio(results: list[Measurement], r: Measurement) -> str:
 
 def header(cfg: Config, scale: float, top1: float, load: tuple[float, float]) -> list[str]:
     """Markdown header: date, versions, device, threads and every setting."""
-    device_name = torch.cuda.get_device_name(cfg.device) if cfg.device.type == "cuda" else platform.processor() \
-        or platform.machine()
+    device_name = torch.cuda.get_device_name(cfg.device) if cfg.device.type == "cuda" else cpu_arch()
     if cfg.device.type == "cuda":
         device_name += (f"; TF32: cudnn {torch.backends.cudnn.allow_tf32}, matmul "
                         f"{torch.backends.cuda.matmul.allow_tf32}")
@@ -352,7 +344,7 @@ def header(cfg: Config, scale: float, top1: float, load: tuple[float, float]) ->
     lines = [
         "# igos speed benchmark" + (" (--quick: tiny settings, not a measurement to quote)" if cfg.quick else ""),
         "",
-        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"- date: {now()}",
         f"- torch {torch.__version__}, python {platform.python_version()}, igos from {Path(igos.__file__).parent}",
         f"- device: {cfg.device.type} ({device_name}), torch threads: {torch.get_num_threads()}, CPU cores: "
         f"{os.cpu_count()}, 1-min load average at start / end: {load[0]:.2f} / {load[1]:.2f} (other processes "
@@ -363,7 +355,7 @@ def header(cfg: Config, scale: float, top1: float, load: tuple[float, float]) ->
         f"- images: seeded smooth random images (blurred noise + 3 blobs), ImageNet-normalised; image i uses "
         f"explain seed {cfg.seed}+i",
         f"- settings: mask {cfg.mask_size}×{cfg.mask_size}, K = {cfg.iterations} iterations, N = {cfg.ig_steps} IG "
-        f"steps" + (" (**not the spec's K = 20, N = 15**)" if reduced else "") +
+        f"steps" + (" (**not the default K = 20, N = 15**)" if reduced else "") +
         f", explain batch_size (forward chunk) {cfg.forward_batch}, images per configuration ≥ {cfg.images} "
         f"(rounded up to whole batches), methods {', '.join(cfg.methods)}, modes {', '.join(cfg.modes)}, "
         f"batch sizes {', '.join(map(str, cfg.batch_sizes))}",
@@ -421,8 +413,9 @@ def quality_table(results: list[Measurement], reseeded: list[Measurement], cfg: 
 
 
 def reference_table() -> list[str]:
-    """The official implementation's cost, quoted from spec §8 (not measured by this script)."""
-    lines = ["", "Reference, **quoted from spec §8, not measured here**: the official implementation on a 2-core CPU, "
+    """The official implementation's cost, quoted from docs/igos.md §8 (not measured by this script)."""
+    lines = ["", "Reference, **quoted from docs/igos.md §8, not measured here**: the official implementation on a "
+             "2-core CPU, "
              "untrained ResNet-18 with the final layer scaled to p ≈ 0.8, 28×28, K = 20, N = 15, one 224×224 image; "
              "≈ 5.2 line-search trials per iteration (6.2 loss evaluations incl. the base; the table above counts "
              "trials without the base).",
@@ -448,7 +441,7 @@ def throughput_table(rows: list[tuple[int, int, float]]) -> list[str]:
 def parse_args(argv: Sequence[str] | None = None) -> Config:
     """Command line → Config, with device-dependent defaults."""
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
+        prog=program(__file__), description=__doc__.split("\n\n")[0],
         epilog=f"CPU defaults: {CPU_DEFAULTS} (one iGOS++ faithful image at K = 20 takes minutes on 2 cores); "
                f"CUDA defaults: {CUDA_DEFAULTS}; --quick: {QUICK}.")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default: cpu")
@@ -512,7 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     started = time.perf_counter()
-    load_start = os.getloadavg()[0]
+    load_start = load_average()
     n_images = max(b * math.ceil(max(cfg.images, b) / b) for b in cfg.batch_sizes)
     if cfg.gpu_throughput:
         n_images = max(n_images, 4 if cfg.quick else 32)
@@ -533,15 +526,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     reseeded = [measure(model, images, method, mode, cfg.batch_sizes[0], cfg, seed_offset=SEED_NOISE_OFFSET)
                 for method in cfg.methods for mode in cfg.modes]
     throughput = gpu_throughput(model, images, cfg) if cfg.gpu_throughput else None
-    lines = header(cfg, scale, top1, (load_start, os.getloadavg()[0]))
+    lines = header(cfg, scale, top1, (load_start, load_average()))
     lines += results_table(results, cfg) + quality_table(results, reseeded, cfg)
     lines += throughput_table(throughput) if throughput else []
     lines += reference_table()
     lines += ["", f"Total benchmark wall time: {time.perf_counter() - started:.0f} s."]
     report = "\n".join(lines) + "\n"
     print(report)
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    cfg.out.write_text(report, encoding="utf-8")
+    write_report(cfg.out, report)
     print(f"written to {cfg.out}", file=sys.stderr)
     return 0
 

@@ -19,15 +19,13 @@ Scoring (the boxes a run would inpaint: found boxes grown by the cleaning margin
   default method) and detected again; an item counts as re-found when the second detection covers
   `FOUND_COVERAGE` of it.
 
-Usage:  python benchmarks/real_text.py [--quick] [--images DIR] [--settings paper,default,...]
+Usage:  python -m benchmarks.real_text [--quick] [--images DIR] [--settings "paper;default;..."]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import os
-import platform
 import statistics
 import sys
 import time
@@ -38,15 +36,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datasets.atomic import write_text
+from benchmarks.common import (
+    ANNOTATIONS,
+    RESULTS,
+    command_line,
+    cpu_arch,
+    markdown_table,
+    program,
+    real_films_dir,
+    write_report,
+)
 from datasets.images import read_image
 from pipeline.clean import CleanConfig, clean_image
 from pipeline.text import POLARITIES, ScoreMaps, TextBox, TextConfig, coverage, make_detector
 
-ROOT = Path(__file__).resolve().parents[1]
-ANNOTATIONS = ROOT / "benchmarks" / "annotations"
-RESULTS = ROOT / "benchmarks" / "results" / "real_text.md"
-DEFAULT_IMAGES = ROOT.parent / "shared" / "real" / "actualmed" / "images"
 KINDS = ("circled_marker", "lone_letter", "word", "line")
 FOUND_COVERAGE = 0.8
 RIGHT_OVERLAP = 0.3
@@ -77,11 +80,6 @@ class Item:
     box: tuple[int, int, int, int]
     kind: str
     edge_cut: bool
-
-
-def real_images_dir(given: Path | None = None) -> Path:
-    """The folder of the real films: `given`, else $CXR_AUDIT_REAL_FILMS, else the default beside the checkout."""
-    return Path(given or os.environ.get("CXR_AUDIT_REAL_FILMS") or DEFAULT_IMAGES)
 
 
 def load_annotations() -> tuple[dict[str, str], dict[str, list[Item]]]:
@@ -182,15 +180,15 @@ def run_setting(config: TextConfig, films: list[str], images: Path, items: dict[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=program(__file__), description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=Path, default=None, help="folder of the Actualmed films")
     parser.add_argument("--settings", default=";".join(RUN), help=f"';'-separated, of {list(SETTINGS)}")
     parser.add_argument("--parts", default="test,tune")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="3 films of each part, the default setting only")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, default=RESULTS / "real_text.md")
     args = parser.parse_args(argv)
-    images = real_images_dir(args.images)
+    images = real_films_dir(args.images)
     if not images.is_dir():
         print(f"error: {images}: the real films are not there (pass --images)", file=sys.stderr)
         return 2
@@ -217,13 +215,13 @@ def main(argv: list[str] | None = None) -> int:
                   "re-found after cleaning"]
         count = sum(len(items[f]) for f in films)
         missed = "\n".join(f"- {line}" for line in misses) or "- none"
-        sections.append(f"## {part} films ({len(films)} films, {count} items)\n\n" + table(rows, header)
+        sections.append(f"## {part} films ({len(films)} films, {count} items)\n\n" + markdown_table(rows, header)
                         + "\n\nItems the default setting missed:\n\n" + missed)
     total = time.perf_counter() - started
     text = (
         "# Text detection on real radiographs (Actualmed CR films, boxes annotated by eye)\n\n"
-        f"`python benchmarks/real_text.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip()
-        + f" — {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, CPU, torch "
+        f"`{command_line(__file__, argv)}`"
+        + f" — {cpu_arch()}, {torch.get_num_threads()} torch threads, CPU, torch "
         f"{torch.__version__}; total {total / 60:.1f} min. Recall: found / annotated items; an item is found when "
         f"the found boxes, grown by the cleaning margin ({CleanConfig().dilate} px), cover {FOUND_COVERAGE:.0%} of "
         f"it. Precision: found boxes with at least {RIGHT_OVERLAP:.0%} of their area on annotated items. The "
@@ -231,9 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         + settings_table(names) + "\n\n" + "\n\n".join(sections) + "\n"
     )
     print(text)
-    old = args.output.read_text(encoding="utf-8") if args.output.is_file() else ""
-    notes = old[old.index(NOTES):] if NOTES in old else ""
-    write_text(args.output, text + ("\n" + notes if notes else ""))
+    write_report(args.output, text, notes=NOTES)
     return 0
 
 
@@ -243,13 +239,8 @@ def settings_table(names: list[str]) -> str:
         config = SETTINGS[name]
         rows.append([name, str(config.long_side), str(config.text_threshold), str(config.both_polarities),
                      str(config.edge_pad), str(config.margin), str(config.markers), str(config.glyphs)])
-    return table(rows, ["setting", "CRAFT canvas (px)", "text threshold", "both polarities", "edge mirror",
+    return markdown_table(rows, ["setting", "CRAFT canvas (px)", "text threshold", "both polarities", "edge mirror",
                         "margin", "marker finder", "lone-letter finder"])
-
-
-def table(rows: list[list[str]], header: list[str]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 if __name__ == "__main__":

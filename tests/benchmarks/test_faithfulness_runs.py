@@ -1,30 +1,18 @@
 """The faithfulness benchmark runs end to end: --quick on synthetic data, and its ImageNet path on a tiny stand-in
 (timings and scores are never asserted, only that every table is there with finite numbers)."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 from torchvision.models import resnet18
 
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "faithfulness.py"
+from benchmarks import faithfulness as benchmark
+
 METHODS = ("iGOS++", "iGOS+", "I-GOS", "Mask", "RISE", "Grad-CAM", "Integrated gradients", "Gradient")
 KEYS = ("igos/insertion", "igos/deletion", "rise/insertion", "rise/deletion")
-
-
-@pytest.fixture
-def benchmark(monkeypatch):
-    spec = importlib.util.spec_from_file_location("faithfulness", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "faithfulness", module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def finite(value) -> bool:
@@ -45,7 +33,7 @@ def check_main_table(numbers: dict, sizes_of_mask_methods: set[str]) -> None:
             assert finite(entry["seconds_per_image"])
 
 
-def test_quick_synthetic_run_writes_every_table(benchmark, tmp_path):
+def test_quick_synthetic_run_writes_every_table(tmp_path):
     out = tmp_path / "faithfulness.md"
     assert benchmark.main(["--quick", "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
     text = out.read_text()
@@ -59,7 +47,7 @@ def test_quick_synthetic_run_writes_every_table(benchmark, tmp_path):
                 "| iGOS++ (fixed step: no line search, step 8) |", "| iGOS++ (no BTV: plain TV instead) |"):
         assert row in text, row
     assert "| igos |" in text and "| rise |" in text  # fast vs faithful rows, each with a verdict
-    assert "python benchmarks/faithfulness.py --quick" in text and "total wall time" in text
+    assert "python -m benchmarks.faithfulness --quick" in text and "total wall time" in text
 
     numbers = json.loads(out.with_suffix(".json").read_text())
     for arch in ("small_cnn", "resnet18"):
@@ -80,7 +68,7 @@ def test_quick_synthetic_run_writes_every_table(benchmark, tmp_path):
     assert numbers["settings"]["iterations"] == 2 and finite(numbers["seconds"])
 
 
-def test_imagenet_path_on_a_tiny_stand_in(benchmark, tmp_path):
+def test_imagenet_path_on_a_tiny_stand_in(tmp_path):
     folder = tmp_path / "val"
     folder.mkdir()
     rng = np.random.default_rng(0)

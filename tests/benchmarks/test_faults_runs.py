@@ -6,13 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "faults.py"
+ROOT = Path(__file__).parents[2]
 KINDS = ("unknown-key", "same-stem-test-splits", "report-not-a-run")
 
 
 def test_cheap_fault_kinds_write_their_rows(tmp_path):
-    result = subprocess.run([sys.executable, str(SCRIPT), "--only", ",".join(KINDS), "--work", str(tmp_path / "work"),
-                             "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-m", "benchmarks.faults", "--only", ",".join(KINDS), "--work",
+                             str(tmp_path / "work"), "--out-dir", str(tmp_path)], capture_output=True, text=True,
+                            timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
 
     rows = {row["kind"]: row for row in json.loads((tmp_path / "faults.json").read_text())["rows"]}

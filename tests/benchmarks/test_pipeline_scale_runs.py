@@ -1,30 +1,17 @@
 """The pipeline-scale benchmark runs end to end in its quick setting: the whole audit at two sizes, once on a
 2-worker Dask cluster, and the per-stage throughput (timings are never compared with a target here)."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
+from benchmarks import pipeline_scale as module
 
 pytestmark = pytest.mark.slow  # three `cxr-audit demo` processes, each with its own Prefect server
 
 
-def _load(monkeypatch, name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, name, module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_quick_scale_benchmark_writes_its_tables(tmp_path, monkeypatch):
-    _load(monkeypatch, "audit_memory")  # the helper module the script imports, as a fresh copy
-    module = _load(monkeypatch, "pipeline_scale")
+def test_quick_scale_benchmark_writes_its_tables(tmp_path):
     assert module.main(["--quick", "--out-dir", str(tmp_path)]) == 0
 
     result = json.loads((tmp_path / "pipeline_scale.json").read_text())
@@ -60,4 +47,4 @@ def test_quick_scale_benchmark_writes_its_tables(tmp_path, monkeypatch):
         assert f"| {row['n']} | {row['n_train']} / {row['n_test']} / {row['n_test']} | {row['wall_seconds']} |" in text
     assert f"| Dask, {module.DASK_WORKERS} workers × 1 thread | {dask['wall_seconds']} |" in text
     assert "| explain | pipeline.explain.explain_split |" in text
-    assert "python benchmarks/pipeline_scale.py --quick --out-dir" in text
+    assert "python -m benchmarks.pipeline_scale --quick --out-dir" in text

@@ -1,25 +1,16 @@
-"""Prefect for the flow tests: a temporary home and a local test server, offline (docs/environment.md)."""
+"""Prefect for the flow tests: a temporary home and a local test server, offline (docs/architecture.md §4.7)."""
 
 import os
 from pathlib import Path
 
 import pytest
 
-from flows.config import AuditConfig, load_config
+from benchmarks.common import TINY  # the tiny audit, shared with the fault-run benchmark (benchmarks/faults.py)
+from flows.config import RunConfig, load_config
 from flows.settings import use_offline_prefect
 
-TINY = {
-    "data.synthetic": {"n_train": 36, "n_test": 12, "image_size": 96, "seed": 1},
-    "train": {"architecture": "small_cnn", "image_size": 48, "epochs": 2, "batch_size": 8, "schedule": "onecycle",
-              "patience": 2, "val_fraction": 0.2},
-    "explain": {"mask_size": 7, "iterations": 2, "ig_steps": 2, "chunk_size": 6},
-    "text": {"long_side": 384},
-    "compare": {"bootstrap": 100, "extra_train_seeds": [1]},
-    "audit": {"gallery_size": 2},
-}
 
-
-def tiny_config(run_dir: Path, **runner: object) -> AuditConfig:
+def tiny_config(run_dir: Path, **runner: object) -> RunConfig:
     """The tiny audit (about a minute of work) into `run_dir`, with runner settings."""
     return load_config(None, run_dir=run_dir, **TINY, **{f"runner.{k}": v for k, v in runner.items()})
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.flows.test_server import tiny_yaml
+from benchmarks.common import tiny_yaml
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flow-runs")]  # one worker runs every flow run
 BIN = Path(sys.executable).parent

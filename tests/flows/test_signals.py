@@ -11,8 +11,8 @@ from contextlib import suppress
 import psutil
 import pytest
 
+from benchmarks.common import tiny_yaml
 from tests.flows.test_resume import start
-from tests.flows.test_server import tiny_yaml
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flow-runs")]  # one worker runs every flow run
 DASK = ("--dask-workers", "2")
