@@ -72,7 +72,7 @@ class ExplainConfig:
     method: an iGOS-family method of `igos` ("igos++" default: deletion and insertion masks).
     mask_size: side s of the s×s mask (28: the paper's setting); at most the checkpoint's input size (an audit
         config checks it against train.image_size) and 2048, the largest one.
-    mode, iterations, ig_steps: iGOS options (README, `igos.IGOSOptions`): "fast" / "faithful", K, N.
+    mode, iterations, ig_steps: iGOS options (docs/igos-usage.md, `igos.IGOSOptions`): "fast" / "faithful", K, N.
     target: "predicted" explains each image's top-1 class, "label" its true class.
     batch_size: images per igos call (memory; does not change the maps on the CPU).
     chunk_size: images per chunk file: the unit of resume and of work a flow submits.

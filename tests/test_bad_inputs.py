@@ -2,7 +2,7 @@
 and the stage goes on with the rest; the memory bound of reading one image.
 
 The error messages themselves are checked per reader in tests/datasets; the split-file, checkpoint,
-CRAFT-weights, iGOS++ and config cases in their packages' tests (README: "Bad input").
+CRAFT-weights, iGOS++ and config cases in their packages' tests (docs/errors.md).
 """
 
 import shutil
