@@ -154,10 +154,12 @@ TINY = {
 }
 
 
-def tiny_yaml(path: Path) -> Path:
-    """The tiny audit's settings (TINY, dotted keys) as a nested YAML config file."""
+def tiny_yaml(path: Path, leave_out: Sequence[str] = ()) -> Path:
+    """The tiny audit's settings (TINY, dotted keys; but `leave_out`) as a nested YAML config file."""
     settings: dict = {}
     for key, value in TINY.items():
+        if key in leave_out:
+            continue
         node = settings
         *parents, leaf = key.split(".")
         for parent in parents:

@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-import yaml
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from benchmarks.common import TINY, tiny_yaml
 from datasets.images import read_image
 from datasets.synthetic import SPLIT_FILES, generate
-from tests.flows.conftest import TINY
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flow-runs")]  # one worker runs every flow run
 BIN = Path(sys.executable).parent
@@ -80,16 +79,7 @@ def test_no_dicom_identifier_in_any_output_artifact_or_log(prefect_server, tmp_p
     header = pydicom.dcmread(next((data / "test").glob("*.dcm")))
     assert str(header.PatientName).startswith("Zyxwqv^") and header.AccessionNumber.startswith("ACCSECRET")
 
-    settings = {key: value for key, value in TINY.items() if key != "data.synthetic"}
-    config: dict = {}
-    for key, value in settings.items():
-        *parents, leaf = key.split(".")
-        node = config
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[leaf] = value
-    config_file = tmp_path / "tiny.yaml"
-    config_file.write_text(yaml.safe_dump(config))
+    config_file = tiny_yaml(tmp_path / "tiny.yaml", leave_out=["data.synthetic"])  # a real folder, not generated
     home, run_dir = tmp_path / "prefect-home", tmp_path / "run"
     env = {**os.environ, "PREFECT_HOME": str(home), "OMP_NUM_THREADS": "1"}
     env.pop("PREFECT_API_URL", None)  # the CLI's own ephemeral Prefect: its database lands in `home`
