@@ -1,7 +1,7 @@
 """The audit's stages as Prefect tasks: each calls one `pipeline` function and writes its files into the run folder.
 
 Tasks are keyed on content (an explicit `key`: dataset digest, checkpoint digests, stage configs) and their results
-persist in the run folder's store (flows/results.py); `fresh` reuses a cached result only while the files the task
+persist in the run folder's store (flows/results.py); `fresh_task` reuses a cached result only while the files the task
 wrote are unchanged. A per-image task whose images failed with a transient I/O error is retried (RETRIES), then the
 stage's record of the reject stays.
 """
@@ -9,7 +9,6 @@ stage's record of the reject stays.
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ from pipeline import train as train_stage
 from pipeline.checkpoint import read_meta
 from pipeline.clean import build_clean_dataset, resolve_splits
 
-LOG = logging.getLogger(__name__)
 RETRIES, RETRY_DELAY = 2, 1  # a per-image task with transient I/O errors is retried, then the stage's record stays
 
 
