@@ -63,7 +63,7 @@ def write_changes(run_dir: Path, inventory: pd.DataFrame) -> dict | None:
     if previous is None:
         (run_dir / "changes.json").unlink(missing_ok=True)
         return None
-    audit = pd.read_csv(run_dir / "audit" / "a.csv", dtype={"filename": str, "source": str, "label": str})
+    audit = changes_stage.read_audit(run_dir / "audit" / "a.csv")
     since = _without_nan(changes_stage.since_last_run(previous, inventory, audit))
     write_text(run_dir / "changes.json", json.dumps(since, indent=1, allow_nan=False) + "\n")
     return since

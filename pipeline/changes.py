@@ -41,6 +41,11 @@ def inventory_table(images: dict[str, list[tuple[str, str]]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["split", "filename", "sha256"])
 
 
+def read_audit(path: Path) -> pd.DataFrame:
+    """The AUDIT_COLUMNS of an audit table (audit/a.csv or a snapshot's copy), names and classes as text."""
+    return pd.read_csv(path, dtype={"filename": str, "source": str, "label": str})[AUDIT_COLUMNS]
+
+
 def read_snapshot(run_dir: Path) -> RunSnapshot | None:
     """The snapshot the last completed run left in `run_dir`, or None (a first run, or a folder from before
     snapshots existed)."""
@@ -50,7 +55,7 @@ def read_snapshot(run_dir: Path) -> RunSnapshot | None:
     try:
         about = json.loads((folder / "run.json").read_text())
         inventory = pd.read_csv(folder / "inventory.csv", dtype=str, keep_default_na=False)
-        audit = pd.read_csv(folder / "audit_a.csv", dtype={"filename": str, "source": str, "label": str})
+        audit = read_audit(folder / "audit_a.csv")
     except FileNotFoundError:
         return None
     return RunSnapshot(inventory, audit, about["finished_at"])
@@ -59,7 +64,7 @@ def read_snapshot(run_dir: Path) -> RunSnapshot | None:
 def write_snapshot(run_dir: Path, inventory: pd.DataFrame, audit_csv: Path) -> RunSnapshot:
     """Replace `run_dir`'s snapshot with this run's: `inventory` (inventory_table) and A's audit table. The
     files are written to a new folder that then takes the old one's place, so a crash leaves one or the other."""
-    audit = pd.read_csv(audit_csv, dtype={"filename": str, "source": str, "label": str})[AUDIT_COLUMNS]
+    audit = read_audit(audit_csv)
     snapshot = RunSnapshot(inventory, audit, datetime.now(UTC).isoformat(timespec="seconds"))
     staging = run_dir / f"{SNAPSHOT}.tmp"
     shutil.rmtree(staging, ignore_errors=True)

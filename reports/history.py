@@ -80,8 +80,10 @@ def _review(run: Run) -> Review | str | None:
 def review_line(run: Run) -> str | None:
     """One sentence for the summary: how many films reviewers decided and the flags' precision against them."""
     review = _review(run)
-    if not isinstance(review, Review):
-        return review
+    return _decided(run, review) if isinstance(review, Review) else review
+
+
+def _decided(run: Run, review: Review) -> str:
     decided = review.current["decision"].value_counts()
     line = (f"Reviewers decided {len(review.current)} film(s): {decided.get(RELIES, 0)} rely on text, "
             f"{decided.get(DOES_NOT, 0)} do not, {decided.get(UNSURE, 0)} unsure")
@@ -103,7 +105,7 @@ def review_section(run: Run) -> Section | None:
     if isinstance(review, str):
         section.blocks.append(Text(review))
         return section
-    section.blocks.append(Text(review_line(run) or ""))
+    section.blocks.append(Text(_decided(run, review)))
     audit = run.csv("audit/a.csv")
     if audit is not None:
         check = flag_precision_against_review(audit, review.current)
