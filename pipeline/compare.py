@@ -8,19 +8,13 @@ prediction distributions with the Stuart–Maxwell test. Everything is repeated 
 images, each source, flagged / not flagged) and per test split. Tables follow
 docs/run-directory.md (`compare/metrics.csv`, `compare/mcnemar.csv`, `compare/confusion.csv`).
 
-The bootstrap never calls scikit-learn per resample: each resample is a vector of image weights
-(how many times each image was drawn), weighted confusion matrices come from one matrix product and
-every metric is computed from them in a vectorised way. The tests check these fast metrics against
-scikit-learn on the point estimates.
-
-Intervals are percentile intervals. BCa would add a jackknife over patients per stratum and per
-metric; its bias/skew correction matters most for metrics near 0 or 1, where small strata make
-any bootstrap interval rough anyway, so the simpler, transparent percentile interval is used.
+The bootstrap is vectorised: each resample is a vector of image weights, and every metric of every
+resample comes from weighted confusion matrices (`pipeline.statistics`, which also says why the
+intervals are percentile intervals).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +22,19 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-from statsmodels.stats.contingency_tables import SquareTable, mcnemar
-from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 
 from datasets.atomic import write_text
+from pipeline.statistics import (
+    cluster_weights,
+    confusion_metrics,
+    divide_or_nan,
+    mcnemar_counts,
+    mean_of_finite,
+    percentile_interval,
+    stuart_maxwell,
+    weighted_confusion,
+    weighted_roc_auc,
+)
 
 DEFAULT_LABELS = ("normal", "pneumonia", "COVID-19")
 DEFAULT_STRATA = ("source", "flagged")
@@ -183,83 +186,7 @@ def _strata(strata_frame: pd.DataFrame) -> Iterator[tuple[str, str, np.ndarray]]
 
 
 # --------------------------------------------------------------------------------------------------
-# Vectorised metrics on weighted images: weights (B, n) -> one value per row
-
-
-def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """numerator / denominator, NaN where the denominator is 0 (an undefined metric)."""
-    out = np.full(np.broadcast(numerator, denominator).shape, np.nan)
-    np.divide(numerator, denominator, out=out, where=denominator != 0)
-    return out
-
-
-def _nanmean(values: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Mean of the finite values along `axis` (NaN where none are), without warnings."""
-    finite = np.isfinite(values)
-    return _divide(np.where(finite, values, 0.0).sum(axis=axis), finite.sum(axis=axis).astype(float))
-
-
-def cluster_weights(patients: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """Image weights of `n_resamples` patient-level bootstrap resamples: (B, n) counts.
-
-    `patients` (n,) are integer codes 0..P−1. Each resample draws P patients with replacement; an
-    image's weight is how many times its patient was drawn.
-    """
-    n_patients = int(patients.max()) + 1
-    draws = rng.integers(0, n_patients, size=(n_resamples, n_patients))
-    offsets = (draws + n_patients * np.arange(n_resamples)[:, None]).ravel()
-    counts = np.bincount(offsets, minlength=n_resamples * n_patients).reshape(n_resamples, n_patients)
-    return counts[:, patients].astype(float)
-
-
-def weighted_confusion(true: np.ndarray, pred: np.ndarray, weights: np.ndarray, n_classes: int) -> np.ndarray:
-    """Confusion matrices (B, K, K), rows = true class, columns = predicted, from image weights (B, n)."""
-    cells = np.zeros((len(true), n_classes * n_classes))
-    cells[np.arange(len(true)), true * n_classes + pred] = 1.0
-    return (weights @ cells).reshape(-1, n_classes, n_classes)
-
-
-def confusion_metrics(confusion: np.ndarray, labels: Sequence[str]) -> dict[str, np.ndarray]:
-    """Metrics of confusion matrices (B, K, K) -> {name: (B,)}.
-
-    Undefined values are NaN (scikit-learn's `zero_division=np.nan`): recall of a class with no true
-    images, precision of a class never predicted; macro averages and balanced accuracy average the
-    defined classes only.
-    """
-    tp = np.diagonal(confusion, axis1=-2, axis2=-1)
-    support = confusion.sum(axis=-1)
-    predicted = confusion.sum(axis=-2)
-    precision = _divide(tp, predicted)
-    recall = _divide(tp, support)
-    f1 = _divide(2 * tp, support + predicted)
-    out = {
-        "accuracy": _divide(tp.sum(axis=-1), support.sum(axis=-1)),
-        "balanced_accuracy": _nanmean(recall),
-        "macro_precision": _nanmean(precision),
-        "macro_recall": _nanmean(recall),
-        "macro_f1": _nanmean(f1),
-    }
-    for name, values in (("precision", precision), ("recall", recall), ("f1", f1)):
-        out.update({f"{name}_{label}": values[:, k] for k, label in enumerate(labels)})
-    return out
-
-
-def weighted_roc_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """ROC AUC of `scores` (n,) for the boolean `positive` (n,) under image weights (B, n) -> (B,).
-
-    The Mann–Whitney form: P(score of a positive > score of a negative) + ½ P(tie), each image
-    counted with its weight; NaN where a resample has no positive or no negative image.
-    """
-    order = np.argsort(scores, kind="stable")
-    sorted_scores = scores[order]
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-    w = weights[:, order]
-    pos = positive[order]
-    w_pos = np.add.reduceat(w * pos, starts, axis=1)
-    w_neg = np.add.reduceat(w * ~pos, starts, axis=1)
-    below = np.cumsum(w_neg, axis=1) - w_neg
-    wins = (w_pos * (below + 0.5 * w_neg)).sum(axis=1)
-    return _divide(wins, w_pos.sum(axis=1) * w_neg.sum(axis=1))
+# Metrics of one model under image weights (pipeline.statistics)
 
 
 def metric_values(encoded: _Encoded, weights: np.ndarray, labels: Sequence[str]) -> dict[str, np.ndarray]:
@@ -271,70 +198,8 @@ def metric_values(encoded: _Encoded, weights: np.ndarray, labels: Sequence[str])
             for k, label in enumerate(labels)
         }
         values.update(aucs)
-        values["macro_auc"] = _nanmean(np.stack(list(aucs.values()), axis=-1))
+        values["macro_auc"] = mean_of_finite(np.stack(list(aucs.values()), axis=-1))
     return values
-
-
-def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval of each column of `samples` (B, M) over its finite values -> (low (M,), high (M,)).
-
-    Same as `np.nanquantile(..., method="linear")` on both tails, computed with one sort; NaN where a
-    column has no finite value.
-    """
-    ordered = np.sort(samples, axis=0)  # NaN sorts last
-    finite = np.isfinite(samples).sum(axis=0)
-    columns = np.arange(samples.shape[1])
-    bounds = []
-    for q in ((1 - confidence) / 2, (1 + confidence) / 2):
-        position = q * np.maximum(finite - 1, 0)
-        low, frac = np.floor(position).astype(int), position % 1
-        high = np.minimum(low + 1, np.maximum(finite - 1, 0))
-        value = ordered[low, columns] * (1 - frac) + ordered[high, columns] * frac
-        bounds.append(np.where(finite > 0, value, np.nan))
-    return bounds[0], bounds[1]
-
-
-# --------------------------------------------------------------------------------------------------
-# Paired tests
-
-
-def mcnemar_counts(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
-    """2 × 2 correctness table of a vs b and McNemar's exact (binomial) two-sided p-value."""
-    both_correct = int(np.sum(correct_a & correct_b))
-    a_only = int(np.sum(correct_a & ~correct_b))
-    b_only = int(np.sum(~correct_a & correct_b))
-    both_wrong = int(np.sum(~correct_a & ~correct_b))
-    p_value = float(mcnemar(np.array([[both_correct, a_only], [b_only, both_wrong]]), exact=True).pvalue)
-    return {
-        "n": len(correct_a),
-        "both_correct": both_correct,
-        "a_only": a_only,
-        "b_only": b_only,
-        "both_wrong": both_wrong,
-        "p_value": p_value,
-    }
-
-
-def stuart_maxwell(pred_a: np.ndarray, pred_b: np.ndarray, n_classes: int) -> dict[str, float]:
-    """Stuart–Maxwell test of marginal homogeneity of the a × b prediction table (K × K).
-
-    Classes neither model predicted are dropped (they carry no information); with no discordant
-    image the margins are identical (statistic 0, p 1).
-    """
-    table = np.bincount(pred_a * n_classes + pred_b, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-    used = (table.sum(axis=0) + table.sum(axis=1)) > 0
-    table = table[np.ix_(used, used)]
-    df = int(used.sum()) - 1
-    if table.sum() == np.trace(table):
-        return {"stuart_maxwell_statistic": 0.0, "stuart_maxwell_df": df, "stuart_maxwell_p": 1.0}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SingularMatrixWarning)
-        result = SquareTable(table, shift_zeros=False).homogeneity()
-    return {
-        "stuart_maxwell_statistic": float(result.statistic),
-        "stuart_maxwell_df": df,
-        "stuart_maxwell_p": float(result.pvalue),
-    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -395,7 +260,7 @@ def _confusion_rows(split: str, models: Mapping[str, _Encoded], labels: Sequence
     rows = []
     for model, encoded in models.items():
         counts = weighted_confusion(encoded.true, encoded.pred, np.ones((1, len(encoded.true))), len(labels))[0]
-        fractions = _divide(counts, counts.sum(axis=1, keepdims=True))
+        fractions = divide_or_nan(counts, counts.sum(axis=1, keepdims=True))
         rows += [
             (split, model, t, p, int(counts[i, j]), fractions[i, j])
             for i, t in enumerate(labels)

@@ -14,20 +14,16 @@ from datasets.covidx import SOURCES as COVIDX_SOURCES
 from datasets.covidx import check_disjoint, read_split
 from datasets.images import read_image
 from datasets.synthetic import (
-    HOME_HOSPITAL,
-    HOSPITAL_NAMES,
-    HOSPITALS,
-    LABELS,
     MANIFEST,
     SPLIT_FILES,
     SPLITS,
-    burn_text,
-    chest_radiograph,
     generate,
     read_truth,
     sample,
     split_records,
 )
+from datasets.synthetic_radiograph import LABELS, chest_radiograph
+from datasets.synthetic_text import HOME_HOSPITAL, HOSPITAL_NAMES, HOSPITALS, burn_text
 from flows.cli import app
 
 

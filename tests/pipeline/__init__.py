@@ -8,7 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from datasets.synthetic import BurnedText, chest_radiograph
+from datasets.synthetic_radiograph import chest_radiograph
+from datasets.synthetic_text import BurnedText
 from pipeline.text import TextConfig
 
 # Real Actualmed films (not in the repository): $CXR_AUDIT_REAL_FILMS or the shared/real folder beside the

@@ -18,16 +18,8 @@ from pydicom.data import get_testdata_file
 from datasets.covidx import Record, read_split, write_split
 from datasets.dicom import read_dicom
 from datasets.images import image_format, parse_header, read_image, write_image
-from pipeline.clean import (
-    MANIFEST,
-    REJECTED,
-    CleanConfig,
-    CleanError,
-    build_clean_dataset,
-    clean_image,
-    clean_mask,
-    psnr,
-)
+from pipeline.clean import CleanConfig, CleanError, build_clean_dataset, clean_image, clean_mask, psnr
+from pipeline.clean_manifest import MANIFEST, REJECTED
 from pipeline.inpaint import texture_ratio
 from pipeline.text import TextBox, TextConfig, WeightsError, box_mask, detect_text, make_detector, match_boxes
 from tests.pipeline import TEST_TEXT, as_tuple, burn, film, film_with_word_and_letter

@@ -1,4 +1,5 @@
-"""Tests of pipeline.compare: hand-counted metrics, scikit-learn cross-checks, paired tests, bootstrap."""
+"""Tests of pipeline.compare and pipeline.statistics: hand-counted metrics, scikit-learn cross-checks, paired
+tests, bootstrap."""
 
 from __future__ import annotations
 
@@ -11,17 +12,19 @@ from pipeline.compare import (
     DEFAULT_LABELS,
     MIN_INTERVAL_N,
     Comparison,
-    cluster_weights,
     compare_predictions,
     compare_splits,
     headline,
+    seed_summary,
+    write_comparison,
+)
+from pipeline.statistics import (
+    cluster_weights,
     mcnemar_counts,
     percentile_interval,
-    seed_summary,
     stuart_maxwell,
     weighted_confusion,
     weighted_roc_auc,
-    write_comparison,
 )
 
 N, P, C = DEFAULT_LABELS

@@ -19,7 +19,7 @@ from matplotlib import image as mpimage
 
 import reports
 from reports.blocks import interval_cells
-from reports.render import _verdict
+from reports.classifier_sections import verdict
 from tests.reports.conftest import PLANTED_HEADER, PLANTED_PATIENT, SUMMARY, write_tiny_run
 
 TITLES = ("Summary", "What was run", "Classifier A", "Audit of A", "COVIDx++", "Classifier B vs A", "Re-audit of B")
@@ -128,9 +128,9 @@ def test_verdict_follows_the_numbers(b_recall: float, p: float, expected: str, a
     metrics = pd.DataFrame(rows, columns=["split", "stratum_kind", "stratum", "model", "metric", "value", "ci_low",
                                           "ci_high"])
     mcnemar = pd.DataFrame({"split": ["test_decorrelated"], "stratum_kind": ["all"], "p_value": [p]})
-    verdict = " ".join(_verdict(metrics, mcnemar))
-    assert expected in verdict and absent not in verdict
-    assert "one shortcut among several" in verdict
+    said = " ".join(verdict(metrics, mcnemar))
+    assert expected in said and absent not in said
+    assert "one shortcut among several" in said
 
 
 def test_a_recall_over_too_few_images_gets_no_interval_and_no_verdict() -> None:
@@ -141,9 +141,9 @@ def test_a_recall_over_too_few_images_gets_no_interval_and_no_verdict() -> None:
     metrics = pd.DataFrame(rows, columns=["split", "stratum_kind", "stratum", "model", "metric", "n", "value",
                                           "ci_low", "ci_high"])
     mcnemar = pd.DataFrame({"split": ["test_decorrelated"], "stratum_kind": ["all"], "p_value": [1e-4]})
-    verdict = " ".join(_verdict(metrics, mcnemar))
-    assert "rests on 1 image(s)" in verdict and "too few for an interval or a verdict" in verdict
-    assert "made B worse" not in verdict and "[-1.000, -1.000]" not in verdict
+    said = " ".join(verdict(metrics, mcnemar))
+    assert "rests on 1 image(s)" in said and "too few for an interval or a verdict" in said
+    assert "made B worse" not in said and "[-1.000, -1.000]" not in said
     assert interval_cells(metrics) == ["1.000 (n=1: too few images for an interval)",
                                "0.000 (n=1: too few images for an interval)",
                                "-1.000 (n=1: too few images for an interval)"]
@@ -157,8 +157,8 @@ def test_verdict_on_a_confounded_split_only_says_it_proves_little() -> None:
     metrics = pd.DataFrame(rows, columns=["split", "stratum_kind", "stratum", "model", "metric", "value", "ci_low",
                                           "ci_high"])
     mcnemar = pd.DataFrame({"split": ["test"], "stratum_kind": ["all"], "p_value": [1e-4]})
-    verdict = " ".join(_verdict(metrics, mcnemar))
-    assert "proves little" in verdict and "shortcut was real" not in verdict
+    said = " ".join(verdict(metrics, mcnemar))
+    assert "proves little" in said and "shortcut was real" not in said
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed")
@@ -176,7 +176,7 @@ def test_headless_chromium_renders_the_page(rendered: Path, tmp_path: Path) -> N
 
 
 def test_the_seeds_line_names_each_seed_by_its_setting():
-    from reports.render import seed_settings
+    from reports.run_section import seed_settings
 
     config = {"data": {"synthetic": {"seed": 3, "n_train": 10}}, "train": {"seed": 0, "epochs": 2},
               "compare": {"seed": 7, "extra_train_seeds": [1, 2]}, "report": True}
@@ -266,7 +266,7 @@ def test_long_detail_tables_are_collapsed_and_the_summary_never_is(tmp_path: Pat
 
 def test_an_epoch_chosen_on_few_validation_images_is_flagged(tmp_path: Path) -> None:
     from pipeline.train import FEW_VALIDATION_IMAGES
-    from reports.render import FEW_VALIDATION_IMAGES as REPORTED
+    from reports.run_section import FEW_VALIDATION_IMAGES as REPORTED
 
     assert REPORTED == FEW_VALIDATION_IMAGES
     run = write_tiny_run(tmp_path / "run")
