@@ -62,6 +62,7 @@ class ImageTruth:
     lesion: str
     clean: str
     text_boxes: list[BurnedText]
+    lungs: str | None = None  # the lung-field mask (PNG, 255 inside); None in folders generated before it existed
 
 
 def sample(count: int, *, size: int = 128, seed: int = 0, shortcut: float = 0.9) -> list[SyntheticImage]:
@@ -134,7 +135,7 @@ def _png(array: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
-_OWN_NAMES = frozenset({*SPLITS, "clean", "lesions", "ground_truth", MANIFEST, *SPLIT_FILES.values()})
+_OWN_NAMES = frozenset({*SPLITS, "clean", "lesions", "lungs", "ground_truth", MANIFEST, *SPLIT_FILES.values()})
 
 
 def _prepare(root: Path, overwrite: bool) -> None:
@@ -179,6 +180,7 @@ def generate(
                                                  COVIDx split files: `<patient_id> <filename> <label> <source>`
         clean/<split>/<filename>                 the same radiograph without text (for inpainting checks)
         lesions/<split>/<filename>               lesion mask (0/255; empty for normal)
+        lungs/<split>/<filename>                 lung-field mask (0/255)
         ground_truth/<split>.json                per image: label, source, severity, mask paths, text boxes
                                                  with their strings, kind and polarity
         synthetic.json                           the parameters, counts per split and the hospitals
@@ -219,7 +221,7 @@ def generate(
         for item in plan:
             code = _SPLIT_CODES[split]
             film = chest_radiograph(item.label, size=image_size, seed=(seed, code, item.patient), image=item.image)
-            clean_png, lesion_png = _png(film.clean), _png(film.lesion)
+            clean_png, lesion_png, lungs_png = _png(film.clean), _png(film.lesion), _png(film.lungs)
             for target, attribute, stream in targets:
                 source = getattr(item, attribute)
                 text_rng = np.random.default_rng([seed, code, item.patient, 10 + item.image, stream])
@@ -227,10 +229,11 @@ def generate(
                 write_bytes(root / target / item.filename, _png(image))
                 write_bytes(root / "clean" / target / item.filename, clean_png)
                 write_bytes(root / "lesions" / target / item.filename, lesion_png)
+                write_bytes(root / "lungs" / target / item.filename, lungs_png)
                 truths[target].append(ImageTruth(
                     item.filename, item.patient_id, item.label, source, source == HOME_HOSPITAL[item.label],
                     round(film.severity, 4), f"lesions/{target}/{item.filename}", f"clean/{target}/{item.filename}",
-                    boxes))
+                    boxes, f"lungs/{target}/{item.filename}"))
                 if progress is not None:
                     progress(1)
         for target, items in truths.items():

@@ -10,6 +10,7 @@ meaningful perturbation, RISE, Grad-CAM, integrated gradients and the plain grad
 the modes and the metrics are described in docs/igos.md.
 """
 
+from ._composition import blur_baseline
 from ._errors import IGOSError, NonFiniteError
 from ._explain import METHODS, Explanation, explain, normalise_maps
 from ._gradients import last_conv_layer
@@ -30,6 +31,7 @@ __all__ = [
     "NonFiniteError",
     "PassCount",
     "RiseOptions",
+    "blur_baseline",
     "explain",
     "insertion_deletion",
     "last_conv_layer",
