@@ -13,11 +13,12 @@
       summary.json, report.html
 
 The flow holds no algorithm: every task (flows/tasks.py) calls one `pipeline` function that writes its files
-into the run folder (docs/run-directory.md); flows/summary.py writes what the run says about itself. Tasks are
-keyed on content (dataset digest, checkpoint digests, stage configs) and their results persist in
-`<run_dir>/.prefect`, so a rerun, or a run resumed after a kill, reuses what is done; the chunked stages (text
-detection, explanation) also skip their finished chunk files themselves. A task whose recorded outputs have
-gone missing or changed runs again.
+into the run folder (docs/run-directory.md); flows/summary.py writes what the run says about itself. Every entry
+point (the CLI, `cxr-audit serve`, prefect.yaml's deployments) runs the flow that `build_flow(config)` configures:
+its task runner, and its tasks' result storage in `<run_dir>/.prefect`. Tasks are keyed on content (their
+`ContentKey` cache policy: dataset digest or image hashes, checkpoint digests, stage configs), so a rerun, or a run
+resumed after a kill, reuses what is done; the chunked stages (text detection, explanation) also skip their finished
+chunk files themselves. A task whose recorded outputs have gone missing or changed runs again.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
-from prefect import flow
+from prefect import Flow, flow
 from prefect.artifacts import (
     create_progress_artifact,
     update_progress_artifact,
@@ -38,14 +39,14 @@ from prefect.artifacts import (
 from prefect.context import FlowRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from datasets.atomic import file_sha256, remove_stale_temporaries, sha256_of, write_text
+from datasets.atomic import file_sha256, remove_stale_temporaries, write_text
 from datasets.covidx import Record
 from datasets.synthetic import MANIFEST as SYNTHETIC_MANIFEST
 from datasets.synthetic import generate
 from flows.config import RunConfig, SyntheticData
 from flows.progress import stage, stage_times
-from flows.results import store_results_in
-from flows.rundir import RunLock, content_key
+from flows.results import current_run_folder, run_result_storage
+from flows.rundir import RunLock
 from flows.summary import publish_artifacts, write_changes, write_rejected, write_summary, write_timings
 from flows.tasks import (
     Data,
@@ -65,29 +66,30 @@ from flows.tasks import audit as audit_task
 from pipeline import changes as changes_stage
 from pipeline import compare as compare_stage
 from pipeline import explain as explain_stage
-from pipeline.checkpoint import checkpoint_digest, read_meta
-from pipeline.clean import expected_outputs, resolve_splits
+from pipeline.checkpoint import read_meta
+from pipeline.clean import expected_outputs
 
 LOG = logging.getLogger(__name__)
 
 
-@flow(name="dataset-audit", task_runner=ThreadPoolTaskRunner(max_workers=1))
+@flow
 def audit_flow(config: RunConfig) -> dict:
-    """Run the whole audit into `config.run_dir`; returns the headline numbers (summary.json)."""
+    """Run the whole audit into `config.run_dir`; returns the headline numbers (summary.json). Run as
+    `build_flow(config)`, which stores the task results in this run folder."""
     started = time.perf_counter()
     # Absolute from here on: the persisted task results hold paths, and a rerun may start in another directory.
     config = config.model_copy(update={"run_dir": config.run_dir.resolve()})
     run_dir = config.run_dir
+    if current_run_folder() != run_dir:
+        raise ValueError(f"{run_dir}: the flow stores its results in {current_run_folder()}: run build_flow(config)")
     with RunLock(run_dir):
         for stale in remove_stale_temporaries(run_dir, skip=(".prefect",)):  # a killed run's half-written files
             LOG.info("removed %s, left by an interrupted write", stale)
-        store_results_in(run_dir)
         write_text(run_dir / "config.yaml", config.to_yaml())
         first_stage = len(stage_times())
         with stage("prepare data"):
             generate_synthetic(config)
-            data = fresh_task(prepare_data, run_dir / "data_quality.json")(
-                config, key=content_key("data", config.data, _data_state(config)))
+            data = fresh_task(prepare_data, run_dir / "data_quality.json")(config)
             audited = data.tests[data.audit_split]
             train_records = data.train.records()
             tests = {name: split.records() for name, split in data.tests.items()}
@@ -100,8 +102,7 @@ def audit_flow(config: RunConfig) -> dict:
                                      advance)
         a_path = run_dir / "models" / "a.safetensors"
         with stage("train A"):
-            a = fresh_task(train_classifier, a_path, a_path.with_suffix(".json"))(
-                train_records, a_path, config, key=content_key("train-a", data.digest, config.train))
+            a = fresh_task(train_classifier, a_path, a_path.with_suffix(".json"))(train_records, a_path, config)
         with stage("predict A", total=sum(counts.values()) - len(train_records)) as advance:
             for name, records in tests.items():
                 _predict(a, records, run_dir / "predictions" / f"a_{name}.csv")
@@ -111,22 +112,20 @@ def audit_flow(config: RunConfig) -> dict:
         truth_root = data.root if data.synthetic else None
         with stage("audit A", total=len(audit_records)):
             fresh_task(audit_task, run_dir / "audit" / "a.csv", run_dir / "audit" / "a_quality.json")(
-                a, audit_records, run_dir, detections, config, truth_root, data.audit_split,
-                key=content_key("audit-a", checkpoint_digest(a), sha256_of(detections), config.audit, data.digest))
+                a, audit_records, run_dir, detections, config, truth_root, data.audit_split)
 
         with stage("COVIDx++", total=len(train_records) + len(audit_records)):
-            key = content_key("covidx-pp", data.digest, sha256_of(detections), config.clean)
             built = expected_outputs(run_dir / "covidx_pp")  # the split files hold patients and labels: hashed
-            manifest = fresh_task(build_covidx_pp, run_dir / "covidx_pp" / "manifest.csv", *built.split_files,
-                              present=built.images)(data, run_dir, detections, config, key=key)
+            build = fresh_task(build_covidx_pp, run_dir / "covidx_pp" / "manifest.csv", *built.split_files,
+                               present=built.images)
+            manifest = build(data, run_dir, detections, config)
             written = expected_outputs(run_dir / "covidx_pp").split_files  # a first build's too
-            fresh_task(build_covidx_pp, manifest, *written).remember(key)
+            fresh_task(build_covidx_pp, manifest, *written).remember(build.key(data, run_dir, detections, config))
         pp_train = _cleaned(data.train, data.root, manifest.parent).records()
         tests[f"{data.audit_split}_pp"] = _cleaned(audited, data.root, manifest.parent).records()
         b_path = run_dir / "models" / "b.safetensors"
         with stage("train B"):
-            b = fresh_task(train_classifier, b_path, b_path.with_suffix(".json"))(
-                pp_train, b_path, config, key=content_key("train-b", sha256_of(manifest), config.train))
+            b = fresh_task(train_classifier, b_path, b_path.with_suffix(".json"))(pp_train, b_path, config)
         pp_records = tests[f"{data.audit_split}_pp"]
         with stage("predict B", total=sum(len(records) for records in tests.values()) + len(pp_records)) as advance:
             for name, records in tests.items():
@@ -138,18 +137,14 @@ def audit_flow(config: RunConfig) -> dict:
             _explain(b, audit_records, run_dir, config, data.audit_split, advance)
         with stage("audit B", total=len(audit_records)):
             fresh_task(audit_task, run_dir / "audit" / "b.csv", run_dir / "audit" / "b_quality.json")(
-                b, audit_records, run_dir, detections, config, truth_root, data.audit_split,
-                key=content_key("audit-b", checkpoint_digest(b), sha256_of(detections), config.audit, data.digest))
+                b, audit_records, run_dir, detections, config, truth_root, data.audit_split)
 
         with stage("compare"):
             fresh_task(compare, run_dir / "compare" / "metrics.csv", run_dir / "compare" / "class_mcnemar.csv",
-                   run_dir / "rejected" / "compare.csv")(
-                run_dir, list(tests), config, key=content_key(
-                    "compare", *(sha256_of(run_dir / "predictions" / f"{m}_{s}.csv") for m in "ab" for s in tests),
-                    sha256_of(run_dir / "audit" / "a.csv"), config.compare))
+                       run_dir / "rejected" / "compare.csv")(run_dir, list(tests), config)
         if config.compare.extra_train_seeds:
             with stage("other training seeds"):
-                _seed_runs(run_dir, config, data, train_records, pp_train, tests)
+                _seed_runs(run_dir, config, train_records, pp_train, tests)
         write_rejected(run_dir)
         inventory = changes_stage.inventory_table(
             {name: [(r.filename, file_sha256(r.path)) for r in records] for name, records in source_records.items()})
@@ -168,22 +163,20 @@ def audit_flow(config: RunConfig) -> dict:
     return summary
 
 
-def _seed_runs(run_dir: Path, config: RunConfig, data: Data, train_records: list[Record], pp_train: list[Record],
+def _seed_runs(run_dir: Path, config: RunConfig, train_records: list[Record], pp_train: list[Record],
                tests: dict[str, list[Record]]) -> None:
     """Both arms retrained with `compare.extra_train_seeds`; compare/seeds.csv: mean ± sd of every metric
     across all seeds (the main run's included), per split, arm and stratum."""
     seeds = config.compare.extra_train_seeds
     flagged = pd.read_csv(run_dir / "audit" / "a.csv", usecols=["filename", "flagged"], dtype={"filename": str})
     tables: dict[tuple[str, str], list[pd.DataFrame]] = {}
-    for m, records, digest in (("a", train_records, data.digest),
-                               ("b", pp_train, sha256_of(run_dir / "covidx_pp" / "manifest.csv"))):
+    for m, records in (("a", train_records), ("b", pp_train)):
         for name in tests:
             tables[(m, name)] = [pd.read_csv(run_dir / "predictions" / f"{m}_{name}.csv", dtype={"filename": str})]
         for seed in seeds:
             settings = config.model_copy(update={"train": replace(config.train, seed=seed)})
             path = run_dir / "models" / "seeds" / f"{m}_seed{seed}.safetensors"
-            checkpoint = fresh_task(train_classifier, path, path.with_suffix(".json"))(
-                records, path, settings, key=content_key(f"train-{m}", digest, settings.train))
+            checkpoint = fresh_task(train_classifier, path, path.with_suffix(".json"))(records, path, settings)
             for name, split_records in tests.items():
                 out = run_dir / "predictions" / "seeds" / f"{m}_seed{seed}_{name}.csv"
                 tables[(m, name)].append(pd.read_csv(_predict(checkpoint, split_records, out), dtype={"filename": str}))
@@ -205,17 +198,12 @@ def detect_text(data: Data, config: RunConfig, splits: Sequence[tuple[str, list[
         for k in range(0, len(records), chunk_size):
             part = records[k : k + chunk_size]
             out = config.run_dir / "text" / "chunks" / f"{split}_{k // chunk_size:04d}.csv"
-            key = content_key("detect", config.text, split, *(f"{r.filename}:{file_sha256(r.path)}" for r in part))
-            jobs.append((part, out, split, key))
+            jobs.append((part, fresh_task(detect_text_chunk, out).submit(part, out, config, split)))
     progress = create_progress_artifact(0.0, key="text-detection", description="Text detection: chunks done (%)")
-    stages = [fresh_task(detect_text_chunk, out) for _, out, _, _ in jobs]
-    futures = [fresh.submit(part, out, config, split, key=key) for fresh, (part, out, split, key) in zip(
-        stages, jobs, strict=True)]
     paths = []
-    for done, (future, fresh, (part, _, _, key)) in enumerate(zip(futures, stages, jobs, strict=True), start=1):
-        paths.append(future.result())
-        fresh.remember(key)
-        update_progress_artifact(progress, 100.0 * done / len(futures))
+    for done, (part, submitted) in enumerate(jobs, start=1):
+        paths.append(submitted.result())
+        update_progress_artifact(progress, 100.0 * done / len(jobs))
         advance(len(part))
     merged = pd.concat([pd.read_csv(path, dtype={"filename": str}) for path in paths], ignore_index=True)
     out = config.run_dir / "text" / "detections.csv"
@@ -228,17 +216,12 @@ def _explain(checkpoint: Path, records: list[Record], run_dir: Path, config: Run
     """explain/<m>/ for one classifier: chunks submitted through the task runner, then the index written;
     `advance(n)` as each chunk of n images is done."""
     chunks = explain_stage.chunk_records(records, config.explain.chunk_size)
-    digest = checkpoint_digest(checkpoint)
     progress = create_progress_artifact(0.0, key=f"explain-{checkpoint.stem}",
                                         description=f"iGOS++ of classifier {checkpoint.stem.upper()}: chunks done (%)")
-    jobs = []
-    for k, part in enumerate(chunks):
-        key = content_key("explain", explain_stage.chunk_hash(digest, config.explain, part, split))
-        fresh = fresh_task(explain_chunk, explain_stage.chunk_path(run_dir / "explain" / checkpoint.stem, k))
-        jobs.append((fresh, key, fresh.submit(checkpoint, part, run_dir, config, split, k, key=key)))
-    for done, ((fresh, key, future), part) in enumerate(zip(jobs, chunks, strict=True), start=1):
-        future.result()
-        fresh.remember(key)
+    jobs = [fresh_task(explain_chunk, explain_stage.chunk_path(run_dir / "explain" / checkpoint.stem, k)).submit(
+        checkpoint, part, run_dir, config, split, k) for k, part in enumerate(chunks)]
+    for done, (submitted, part) in enumerate(zip(jobs, chunks, strict=True), start=1):
+        submitted.result()
         update_progress_artifact(progress, 100.0 * done / len(jobs))
         advance(len(part))
     explain_stage.collect_index(run_dir / "explain" / checkpoint.stem, len(chunks))
@@ -246,9 +229,7 @@ def _explain(checkpoint: Path, records: list[Record], run_dir: Path, config: Run
 
 
 def _predict(checkpoint: Path, records: list[Record], out_csv: Path) -> Path:
-    key = content_key("predict", checkpoint_digest(checkpoint),  # the table holds labels, patients and sources
-                      *(f"{r.filename}:{r.label}:{r.patient_id}:{r.source}:{file_sha256(r.path)}" for r in records))
-    return fresh_task(predict, out_csv)(checkpoint, records, out_csv, key=key)
+    return fresh_task(predict, out_csv)(checkpoint, records, out_csv)
 
 
 def _cleaned(split: Split, root: Path, pp_root: Path) -> Split:
@@ -268,7 +249,8 @@ def _generated_as_asked(root: Path, asked: SyntheticData) -> bool:
 
 def generate_synthetic(config: RunConfig) -> None:
     """Write the synthetic dataset into `<run_dir>/data` unless it is there, complete, as the config asks.
-    Done before the data is keyed (`_data_state`), so that the first run and its reruns key the same files."""
+    Done before the data is keyed (`flows.tasks.data_state`), so that the first run and its reruns key the same
+    files."""
     asked = config.data.synthetic
     if config.data.root is not None or _generated_as_asked(data_root(config), asked):
         return
@@ -276,25 +258,17 @@ def generate_synthetic(config: RunConfig) -> None:
              seed=asked.seed, shortcut=asked.shortcut, repeat_fraction=asked.repeat_fraction, overwrite=True)
 
 
-def _data_state(config: RunConfig) -> object:
-    """Part of the data key, so that a rerun sees a changed dataset: the (name relative to the dataset folder,
-    bytes, mtime) of its split files and of every file in their image folders (an edited, added or removed
-    image changes it; reading no image, it stays cheap on large folders, and a moved run folder keeps it).
-    `prepare_data` then hashes the listed images' contents."""
-    root = data_root(config)
-    files = [root / name for name in (config.data.train_split, *config.data.test_splits.values())]
-    try:
-        folders = set(resolve_splits(root, files).values())
-    except (OSError, ValueError):
-        return "unresolved"  # prepare_data runs and reports the problem
-    files += [path for folder in sorted(folders) for path in folder.rglob("*") if path.is_file()]
-    return [(str(path.relative_to(root)), (stat := path.stat()).st_size, stat.st_mtime_ns)
-            for path in files if path.exists()]
+def build_flow(config: RunConfig) -> Flow:
+    """The audit flow as `config` asks for it, what every entry point runs: named "dataset-audit", on the task
+    runner of its `runner` section (`make_task_runner`), its tasks' results stored in the run folder
+    (`flows.results.run_result_storage`; the flow's own result, the summary, is not stored)."""
+    return audit_flow.with_options(name="dataset-audit", task_runner=make_task_runner(config),
+                                   result_storage=run_result_storage(config.run_dir), persist_result=False)
 
 
 def run_audit(config: RunConfig) -> dict:
-    """Run `audit_flow` on the task runner the config asks for."""
-    return audit_flow.with_options(task_runner=make_task_runner(config))(config)
+    """Run the audit into `config.run_dir` (`build_flow`); returns the headline numbers (summary.json)."""
+    return build_flow(config)(config)
 
 
 def describe_task_runner(runner: object) -> str:

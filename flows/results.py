@@ -17,6 +17,7 @@ own results and never reads or writes the old folder; paths outside it (a COVIDx
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -157,18 +158,29 @@ def _checked(path: Path, content: bytes) -> None:
         raise
 
 
-def store_results_in(run_folder: Path) -> None:
-    """Persist this flow run's task results (the resume records) in `<run_folder>/.prefect/results`, not in
-    PREFECT_HOME/storage, through `RunResultStorage`.
+def run_result_storage(run_folder: Path) -> RunResultStorage:
+    """The store of the task results (the resume records) of runs into `run_folder`:
+    `<run_folder>/.prefect/results`, through `RunResultStorage`, saved as a Prefect block named after the folder.
 
-    The cache keys are content keys without the run folder, so with a shared store a run into another folder
-    with the same inputs would get the first folder's results, paths included. The store is part of the flow
-    run context, which Prefect also hands to Dask workers. (The PREFECT_RESULTS_LOCAL_STORAGE_PATH setting is
-    read only when a flow run starts.)
+    Each run folder has its own store: the cache keys are content keys without the run folder, so with a shared
+    store (PREFECT_HOME/storage) a run into another folder with the same inputs would get the first folder's
+    results, paths included. Prefect's `result_storage` option takes a block only once it is saved on the server
+    (a plain path would give an unchecked `LocalFileSystem`), hence the save, overwriting the folder's block of
+    an earlier run. `build_flow` (flows/audit.py) sets it on the audit flow, whose task runs, Dask's included,
+    inherit it.
     """
-    from prefect.context import FlowRunContext
-
-    context = FlowRunContext.get()
     run_folder = run_folder.resolve()
     storage = RunResultStorage(basepath=str(run_folder / ".prefect" / "results"), run_folder=str(run_folder))
-    context.result_store = context.result_store.model_copy(update={"result_storage": storage})
+    storage.save(f"run-{hashlib.sha256(str(run_folder).encode()).hexdigest()[:32]}", overwrite=True)
+    return storage
+
+
+def current_run_folder() -> Path:
+    """The run folder whose store holds the results of the run in progress (`run_result_storage`)."""
+    from prefect.results import get_result_store
+
+    storage = get_result_store().result_storage
+    if not isinstance(storage, RunResultStorage):
+        raise RuntimeError("the audit's tasks store their results in the run folder: run the flow that "
+                           "flows.audit.build_flow returns")
+    return Path(storage.run_folder)

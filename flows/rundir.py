@@ -5,8 +5,8 @@ which the operating system releases when the process ends, even by SIGKILL, so a
 leaves a stale lock behind. A second run on the same folder gets `RunInUseError` at once.
 
 `content_key(...)` hashes what decides a stage's outputs (configs, file hashes, checkpoint digests);
-the flows use it as the Prefect cache key of each stage, so a rerun with the same inputs reuses the
-stage's persisted result instead of recomputing it.
+`ContentKey`, the Prefect cache policy of each stage task (flows/tasks.py), derives it from the task's
+inputs, so a rerun with the same inputs reuses the stage's persisted result instead of recomputing it.
 """
 
 from __future__ import annotations
@@ -15,10 +15,14 @@ import fcntl
 import hashlib
 import json
 import os
-from dataclasses import asdict, is_dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from prefect.cache_policies import CachePolicy
+from prefect.context import TaskRunContext
 
 LOCK_FILE = "run.lock"
 
@@ -76,3 +80,16 @@ def content_key(stage: str, *parts: Any) -> str:
     payload = json.dumps([stage, *(_plain(part) for part in parts)], sort_keys=True, default=str)
     return f"{stage}-{hashlib.sha256(payload.encode()).hexdigest()[:32]}"
 
+
+
+@dataclass(kw_only=True)
+class ContentKey(CachePolicy):
+    """Prefect cache policy of a stage task: its content key, `derive(inputs)` (a `content_key` of the data,
+    checkpoint digests and stage config the inputs name), never a hash of the inputs' Python objects (paths
+    into the run folder, which may move) or of the task's source."""
+
+    derive: Callable[[dict[str, Any]], str]
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any],
+                    **kwargs: Any) -> str:
+        return self.derive(inputs)

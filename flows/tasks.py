@@ -1,8 +1,9 @@
 """The audit's stages as Prefect tasks: each calls one `pipeline` function and writes its files into the run folder.
 
-Tasks are keyed on content (an explicit `key`: dataset digest, checkpoint digests, stage configs) and their results
-persist in the run folder's store (flows/results.py); `fresh_task` reuses a cached result only while the files the task
-wrote are unchanged. A per-image task whose images failed with a transient I/O error is retried (RETRIES), then the
+Each task's Prefect cache policy (`ContentKey`) derives its content key from its inputs: dataset digest or the
+records' file hashes, checkpoint digests, stage configs. Results persist in the run folder's store (flows/results.py,
+set by `build_flow`); `fresh_task` reuses a cached result only while the files the task wrote are unchanged.
+A per-image task whose images failed with a transient I/O error is retried (RETRIES), then the
 stage's record of the reject stays.
 """
 
@@ -10,13 +11,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from prefect import Task, get_run_logger, task
-from prefect.context import FlowRunContext
+from prefect.futures import PrefectFuture
+from prefect.utilities.callables import get_call_parameters
 
 from datasets.atomic import file_sha256, sha256_of, write_text
 from datasets.covidx import DuplicatePolicy, Record, SplitRead, check_disjoint, read_split_checked
@@ -24,23 +27,18 @@ from datasets.errors import FileWriteError
 from datasets.rejects import REJECTED_COLUMNS, Rejected
 from datasets.synthetic import read_truth
 from flows.config import RunConfig
-from flows.results import RESULT_SERIALIZER
-from flows.rundir import content_key
+from flows.results import RESULT_SERIALIZER, current_run_folder
+from flows.rundir import ContentKey, content_key
 from pipeline import audit as audit_stage
 from pipeline import compare as compare_stage
 from pipeline import explain as explain_stage
 from pipeline import predict as predict_stage
 from pipeline import text as text_stage
 from pipeline import train as train_stage
-from pipeline.checkpoint import read_meta
+from pipeline.checkpoint import checkpoint_digest, read_meta
 from pipeline.clean import build_clean_dataset, resolve_splits
 
 RETRIES, RETRY_DELAY = 2, 1  # a per-image task with transient I/O errors is retried, then the stage's record stays
-
-
-def _cache_key(context: object, parameters: dict) -> str:
-    """Prefect cache key of a stage task: the content key the flow computed and passed in as `key`."""
-    return parameters["key"]
 
 
 def _worth_retrying(task: Task, task_run: object, state: object) -> bool:
@@ -50,13 +48,42 @@ def _worth_retrying(task: Task, task_run: object, state: object) -> bool:
     return isinstance(error, OSError) and not isinstance(error, FileWriteError)
 
 
-def stage_task(name: str, **options: object):
-    """A Prefect task keyed on its `key` parameter, with its result persisted (resume after a kill); with
-    `retries`, only I/O errors are retried (`_worth_retrying`)."""
+def stage_task(name: str, key: Callable[[dict[str, Any]], str], **options: object) -> Callable[[Callable], Task]:
+    """A Prefect task cached on `key(inputs)` (its `ContentKey` policy), with its result persisted (resume after
+    a kill); with `retries`, only I/O errors are retried (`_worth_retrying`)."""
     if options.get("retries"):
         options["retry_condition_fn"] = _worth_retrying
-    return task(name=name, cache_key_fn=_cache_key, persist_result=True, result_serializer=RESULT_SERIALIZER,
-                **options)
+    return task(name=name, cache_policy=ContentKey(derive=key), persist_result=True,
+                result_serializer=RESULT_SERIALIZER, **options)
+
+
+def _described(records: Sequence[Record]) -> list[str]:
+    """Records as keyed: what a table of them holds (filename, label, patient, source) and each image's sha256."""
+    return [f"{r.filename}:{r.label}:{r.patient_id}:{r.source}:{file_sha256(r.path)}" for r in records]
+
+
+def _train_key(inputs: dict[str, Any]) -> str:
+    """A checkpoint's key: where it goes in the run folder, the training records and the training config."""
+    config = inputs["config"]
+    out_path = inputs["out_path"]
+    return content_key(f"train-{out_path.stem}", out_path.relative_to(config.run_dir).as_posix(), config.train,
+                       *_described(inputs["records"]))
+
+
+def _audit_key(inputs: dict[str, Any]) -> str:
+    """An audit's key: the classifier, its saliency's config, the detections, the audit config and the records."""
+    config = inputs["config"]
+    return content_key(f"audit-{inputs['checkpoint'].stem}", checkpoint_digest(inputs["checkpoint"]),
+                       sha256_of(inputs["detections_csv"]), config.audit, config.explain, inputs["split"],
+                       *_described(inputs["records"]))
+
+
+def _compare_key(inputs: dict[str, Any]) -> str:
+    """The comparison's key: the predictions of A and B on every split, A's audit flags and the compare config."""
+    run_dir = inputs["run_dir"]
+    return content_key("compare", *(sha256_of(run_dir / "predictions" / f"{m}_{s}.csv") for m in "ab"
+                                    for s in inputs["splits"]),
+                       sha256_of(run_dir / "audit" / "a.csv"), inputs["config"].compare)
 
 
 @dataclass(frozen=True)
@@ -103,8 +130,9 @@ def _retry_transient(stage_name: str, rejected: Sequence[Rejected]) -> None:
                                f"retrying the task (attempt {task_run.run_count} of {RETRIES + 1})")
 
 
-@stage_task("prepare-data", retries=RETRIES, retry_delay_seconds=RETRY_DELAY)
-def prepare_data(config: RunConfig, key: str) -> Data:
+@stage_task("prepare-data", lambda inputs: content_key("data", inputs["config"].data, data_state(inputs["config"])),
+            retries=RETRIES, retry_delay_seconds=RETRY_DELAY)
+def prepare_data(config: RunConfig) -> Data:
     """Check the dataset folder (generated by `generate_synthetic` when synthetic), validate the splits, hash
     the data."""
     spec = config.data
@@ -130,8 +158,10 @@ def prepare_data(config: RunConfig, key: str) -> Data:
     return Data(root, train, tests, spec.audit_split, synthetic, digest)
 
 
-@stage_task("detect-text", retries=RETRIES, retry_delay_seconds=RETRY_DELAY)
-def detect_text_chunk(records: list[Record], out_csv: Path, config: RunConfig, split: str, key: str) -> Path:
+@stage_task("detect-text", lambda inputs: content_key("detect", inputs["config"].text, inputs["split"], *(
+    f"{r.filename}:{file_sha256(r.path)}" for r in inputs["records"])),
+            retries=RETRIES, retry_delay_seconds=RETRY_DELAY)
+def detect_text_chunk(records: list[Record], out_csv: Path, config: RunConfig, split: str) -> Path:
     """CRAFT boxes of one chunk of images → one detections CSV (rows of text/detections.csv)."""
     table = text_stage.detect_split(records, out_csv, config=config.text, split=split)
     _retry_transient("detect-text", [Rejected(row.filename, row.reason, row.transient) for row in table.rows
@@ -139,8 +169,8 @@ def detect_text_chunk(records: list[Record], out_csv: Path, config: RunConfig, s
     return out_csv
 
 
-@stage_task("train-classifier")
-def train_classifier(records: list[Record], out_path: Path, config: RunConfig, key: str) -> Path:
+@stage_task("train-classifier", _train_key)
+def train_classifier(records: list[Record], out_path: Path, config: RunConfig) -> Path:
     """Train one classifier; returns its checkpoint path."""
     result = train_stage.train_classifier(records, out_path, config.train)
     _write_rejects(out_path.parents[1] / "rejected" / f"train_{out_path.stem}.csv", "train", "train", result.rejected)
@@ -149,8 +179,10 @@ def train_classifier(records: list[Record], out_path: Path, config: RunConfig, k
     return result.checkpoint
 
 
-@stage_task("predict", retries=RETRIES, retry_delay_seconds=RETRY_DELAY)
-def predict(checkpoint: Path, records: list[Record], out_csv: Path, key: str) -> Path:
+@stage_task("predict", lambda inputs: content_key("predict", checkpoint_digest(inputs["checkpoint"]),
+                                                  inputs["out_csv"].name, *_described(inputs["records"])),
+            retries=RETRIES, retry_delay_seconds=RETRY_DELAY)
+def predict(checkpoint: Path, records: list[Record], out_csv: Path) -> Path:
     """Predictions of one checkpoint on one split (predictions/<m>_<split>.csv)."""
     result = predict_stage.predict_split(checkpoint, records, out_csv)
     _write_rejects(out_csv.parents[1] / "rejected" / f"predict_{out_csv.stem}.csv", "predict", out_csv.stem,
@@ -159,18 +191,20 @@ def predict(checkpoint: Path, records: list[Record], out_csv: Path, key: str) ->
     return out_csv
 
 
-@stage_task("explain-chunk", retries=RETRIES, retry_delay_seconds=RETRY_DELAY)
+@stage_task("explain-chunk", lambda inputs: content_key("explain", explain_stage.chunk_hash(
+    checkpoint_digest(inputs["checkpoint"]), inputs["config"].explain, inputs["records"], inputs["split"])),
+            retries=RETRIES, retry_delay_seconds=RETRY_DELAY)
 def explain_chunk(checkpoint: Path, records: list[Record], run_dir: Path, config: RunConfig, split: str,
-                  chunk: int, key: str) -> int:
+                  chunk: int) -> int:
     """iGOS++ maps of one chunk (explain/<m>/chunk_<k>.npz); returns the images explained."""
     result = explain_stage.explain_chunk(checkpoint, records, run_dir, config.explain, split=split, chunk=chunk)
     _retry_transient("explain", result.rejected)
     return result.explained
 
 
-@stage_task("audit")
+@stage_task("audit", _audit_key)
 def audit(checkpoint: Path, records: list[Record], run_dir: Path, detections_csv: Path, config: RunConfig,
-          truth_root: Path | None, split: str, key: str) -> Path:
+          truth_root: Path | None, split: str) -> Path:
     """Text-saliency shares, flags and counterfactuals of one classifier on the audited split, and how good
     the flags are: against the ground truth on synthetic data, else against the counterfactuals."""
     name = checkpoint.stem
@@ -209,8 +243,9 @@ def audit(checkpoint: Path, records: list[Record], run_dir: Path, detections_csv
     return result.table_path
 
 
-@stage_task("build-covidx-pp", retries=RETRIES, retry_delay_seconds=RETRY_DELAY)
-def build_covidx_pp(data: Data, run_dir: Path, detections_csv: Path, config: RunConfig, key: str) -> Path:
+@stage_task("build-covidx-pp", lambda inputs: content_key("covidx-pp", inputs["data"].digest, sha256_of(
+    inputs["detections_csv"]), inputs["config"].clean), retries=RETRIES, retry_delay_seconds=RETRY_DELAY)
+def build_covidx_pp(data: Data, run_dir: Path, detections_csv: Path, config: RunConfig) -> Path:
     """COVIDx++: the detected text of the training and audited images inpainted into <run_dir>/covidx_pp."""
     audited = data.tests[data.audit_split]
     splits = {data.train.split_file: data.train.image_dir, audited.split_file: audited.image_dir}
@@ -227,8 +262,8 @@ def build_covidx_pp(data: Data, run_dir: Path, detections_csv: Path, config: Run
     return manifest.path
 
 
-@stage_task("compare")
-def compare(run_dir: Path, splits: list[str], config: RunConfig, key: str) -> Path:
+@stage_task("compare", _compare_key)
+def compare(run_dir: Path, splits: list[str], config: RunConfig) -> Path:
     """The paired comparison of A and B on every test split, per source and flagged stratum, on the images both
     predicted (one that became unreadable between the two is a row of rejected/compare.csv)."""
     flagged = pd.read_csv(run_dir / "audit" / "a.csv", usecols=["filename", "flagged"], dtype={"filename": str})
@@ -271,34 +306,42 @@ def write_data_quality(path: Path, splits: Sequence[Split], reads: dict[str, Spl
 class FreshTask:
     """A stage task whose cached result is used only while the files it wrote are still the ones it wrote.
 
-    After a task runs, the sha256 of its `outputs` is recorded under its key (`.prefect/outputs/<key>.json`,
-    paths relative to the run folder); the next time the key comes up, the cached result is ignored and the
-    task runs again when a file is missing or differs, e.g. overwritten by a run on other data in the same
-    folder. `present` files (the COVIDx++ images) are only checked to exist: the manifest's hash covers them.
+    After a task runs, the sha256 of its `outputs` is recorded under its content key (`key`: what its
+    `ContentKey` policy makes of the call's inputs; `.prefect/outputs/<key>.json`, paths relative to the run
+    folder); the next time the key comes up, the cached result is ignored and the task runs again when a file
+    is missing or differs, e.g. overwritten by a run on other data in the same folder. `present` files (the
+    COVIDx++ images) are only checked to exist: the manifest's hash covers them.
     """
 
     stage_task: Task
     outputs: tuple[Path, ...]
     present: tuple[Path, ...] = ()
 
-    def __call__(self, *args: object, key: str, **kwargs: object) -> object:
+    def key(self, *args: object, **kwargs: object) -> str:
+        """The content key Prefect caches this call's result under."""
+        return self.stage_task.cache_policy.derive(get_call_parameters(self.stage_task.fn, args, kwargs))
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        key = self.key(*args, **kwargs)
         unchanged = self._unchanged(key)
-        result = self.stage_task.with_options(refresh_cache=not unchanged)(*args, key=key, **kwargs)
+        result = self.stage_task.with_options(refresh_cache=not unchanged)(*args, **kwargs)
         if not unchanged:
             self.remember(key)
         return result
 
-    def submit(self, *args: object, key: str, **kwargs: object) -> object:
-        """The task submitted to the task runner; call `remember(key)` once its future's result is in."""
-        return self.stage_task.with_options(refresh_cache=not self._unchanged(key)).submit(*args, key=key, **kwargs)
+    def submit(self, *args: object, **kwargs: object) -> Submitted:
+        """The task submitted to the task runner; its outputs are recorded when `result()` is taken."""
+        key = self.key(*args, **kwargs)
+        return Submitted(self, key, self.stage_task.with_options(refresh_cache=not self._unchanged(key)).submit(
+            *args, **kwargs))
 
     def remember(self, key: str) -> None:
-        folder = _run_folder()
+        folder = current_run_folder()
         digests = {path.relative_to(folder).as_posix(): sha256_of(path) for path in self.outputs}
         write_text(folder / ".prefect" / "outputs" / f"{key}.json", json.dumps(digests, indent=1) + "\n")
 
     def _unchanged(self, key: str) -> bool:
-        folder = _run_folder()
+        folder = current_run_folder()
         try:
             recorded = json.loads((folder / ".prefect" / "outputs" / f"{key}.json").read_text())
         except (OSError, ValueError):
@@ -307,14 +350,24 @@ class FreshTask:
             recorded.get(path.relative_to(folder).as_posix()) == file_sha256(path) for path in self.outputs)
 
 
+@dataclass(frozen=True)
+class Submitted:
+    """A `FreshTask` submitted to the task runner under `key`."""
+
+    fresh: FreshTask
+    key: str
+    future: PrefectFuture
+
+    def result(self) -> object:
+        """The task's result, once its outputs are recorded under its key."""
+        value = self.future.result()
+        self.fresh.remember(self.key)
+        return value
+
+
 def fresh_task(stage_task: Task, *outputs: Path, present: Sequence[Path] = ()) -> FreshTask:
     """`stage_task` reusing its cached result only while `outputs` are as it wrote them (`FreshTask`)."""
     return FreshTask(stage_task, outputs, tuple(present))
-
-
-def _run_folder() -> Path:
-    """The run folder of the flow run in progress (where `store_results_in` put its results)."""
-    return Path(FlowRunContext.get().result_store.result_storage.run_folder)
 
 
 def with_flags(predictions: pd.DataFrame, flagged: pd.DataFrame) -> pd.DataFrame:
@@ -334,3 +387,19 @@ def _write_rejects(path: Path, stage_name: str, split: str, rejected: Sequence[R
 def data_root(config: RunConfig) -> Path:
     """The dataset folder of a run: the COVIDx folder given, or the run's generated `data/`."""
     return (config.run_dir / "data" if config.data.root is None else config.data.root).resolve()
+
+
+def data_state(config: RunConfig) -> object:
+    """Part of the data key, so that a rerun sees a changed dataset: the (name relative to the dataset folder,
+    bytes, mtime) of its split files and of every file in their image folders (an edited, added or removed
+    image changes it; reading no image, it stays cheap on large folders, and a moved run folder keeps it).
+    `prepare_data` then hashes the listed images' contents."""
+    root = data_root(config)
+    files = [root / name for name in (config.data.train_split, *config.data.test_splits.values())]
+    try:
+        folders = set(resolve_splits(root, files).values())
+    except (OSError, ValueError):
+        return "unresolved"  # prepare_data runs and reports the problem
+    files += [path for folder in sorted(folders) for path in folder.rglob("*") if path.is_file()]
+    return [(str(path.relative_to(root)), (stat := path.stat()).st_size, stat.st_mtime_ns)
+            for path in files if path.exists()]

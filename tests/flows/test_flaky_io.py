@@ -21,8 +21,7 @@ from datasets.errors import FileWriteError, ImageReadError
 from datasets.rejects import Rejected
 from datasets.synthetic import generate, split_records
 from flows import tasks as stages
-from flows.results import store_results_in
-from flows.rundir import content_key
+from flows.results import run_result_storage
 from flows.tasks import RETRIES
 from pipeline.checkpoint import CheckpointMeta, save_checkpoint
 from pipeline.explain import explain_dir_of
@@ -73,17 +72,15 @@ def run_stage(stage: str, run_dir: Path, source: Path, records: list) -> Path:
     """Run one per-image task, as the audit flow does, inside a flow; return the file it writes."""
     config = tiny_config(run_dir)
     checkpoint = source / "models" / "a.safetensors"
-    key = content_key("flaky", stage, str(run_dir))  # a fresh cache key: Prefect must run the task
 
-    @flow(name=f"flaky-{stage}")
-    def probe() -> None:
-        store_results_in(run_dir)  # as audit_flow does
+    @flow(name=f"flaky-{stage}", result_storage=run_result_storage(run_dir), persist_result=False)  # as build_flow
+    def probe() -> None:  # a new run folder, an empty store: Prefect runs the task
         if stage == "detect-text":
-            stages.detect_text_chunk(records, run_dir / "detections.csv", config, "test", key=key)
+            stages.detect_text_chunk(records, run_dir / "detections.csv", config, "test")
         elif stage == "predict":
-            stages.predict(checkpoint, records, run_dir / "predictions" / "a_test.csv", key=key)
+            stages.predict(checkpoint, records, run_dir / "predictions" / "a_test.csv")
         else:
-            stages.explain_chunk(checkpoint, records, run_dir, config, "test", 0, key=key)
+            stages.explain_chunk(checkpoint, records, run_dir, config, "test", 0)
 
     probe()
     return {"detect-text": run_dir / "detections.csv", "predict": run_dir / "predictions" / "a_test.csv",

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,9 +16,10 @@ from typer.testing import CliRunner
 
 from flows.audit import generate_synthetic
 from flows.cli import app
-from flows.results import store_results_in
+from flows.config import RunConfig
+from flows.results import run_result_storage
 from flows.rundir import LOCK_FILE, RunInUseError, RunLock, content_key
-from flows.tasks import prepare_data
+from flows.tasks import fresh_task, prepare_data
 from tests.flows.conftest import tiny_config
 
 HOLD = ("import sys, time; from flows.rundir import RunLock\n"
@@ -106,19 +108,20 @@ def test_a_second_audit_on_a_held_folder_exits_3_and_changes_nothing(prefect_ser
 
 def test_two_run_folders_with_the_same_inputs_keep_their_own_results(prefect_server, tmp_path):
     """The stages' cache keys are content keys; each run folder has its own result store, so a second folder
-    with the same settings computes its own data instead of getting the first folder's paths."""
-    key = content_key("data", "the same settings")
-    roots = []
+    with the same data (a copy, mtimes kept: the same data key) computes its own instead of getting the first
+    folder's paths."""
+    generate_synthetic(tiny_config(tmp_path / "first"))
+    shutil.copytree(tmp_path / "first" / "data", tmp_path / "second" / "data")
+    roots, keys = [], []
     for name in ("first", "second"):
-        run_dir = tmp_path / name
+        config = tiny_config((tmp_path / name).resolve())
+        keys.append(fresh_task(prepare_data).key(config))
 
-        @flow(name=f"store-{name}")
-        def probe(run_dir: Path = run_dir) -> Path:
-            store_results_in(run_dir)
-            generate_synthetic(tiny_config(run_dir))
-            return prepare_data(tiny_config(run_dir), key=key).root
+        @flow(name=f"store-{name}", result_storage=run_result_storage(config.run_dir), persist_result=False)
+        def probe(config: RunConfig = config) -> Path:
+            return prepare_data(config).root
 
         roots.append(probe())
-        assert (run_dir / ".prefect" / "results" / key).is_file()
+        assert (config.run_dir / ".prefect" / "results" / keys[-1]).is_file()
+    assert keys[0] == keys[1] and keys[0].startswith("data-")
     assert roots == [tmp_path / "first" / "data", tmp_path / "second" / "data"]
-    assert (tmp_path / "second" / "data" / "train").is_dir()
