@@ -218,7 +218,7 @@ def expected_passes(method: str, explanation: igos.Explanation, trials: list[lis
     trial (rounded up to whole rounds of `parallel_trials`).
     """
     options = explanation.options
-    rows = TERMS[method] * options["ig_steps"]
+    rows = TERMS[method] * options["ig_nodes"]
     per_round = options["parallel_trials"]
     forwards = backwards = 0
     for image_trials in trials:

@@ -14,7 +14,9 @@ from ._composition import blur_baseline
 from ._errors import IGOSError, NonFiniteError
 from ._explain import METHODS, Explanation, explain, normalise_maps
 from ._gradients import last_conv_layer
+from ._integral import path_integral
 from ._metrics import CausalScores, insertion_deletion
+from ._quadrature import path_nodes
 from ._options import GradCAMOptions, GradientOptions, IGOSOptions, IntegratedGradientsOptions, MaskOptions, RiseOptions
 from ._scoring import PassCount
 
@@ -36,4 +38,6 @@ __all__ = [
     "insertion_deletion",
     "last_conv_layer",
     "normalise_maps",
+    "path_integral",
+    "path_nodes",
 ]

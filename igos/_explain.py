@@ -125,7 +125,7 @@ def explain(model: nn.Module, images: Tensor, *, method: str = "igos++", targets
             resolved = parsed.resolved(full_resolution_mask=size == tuple(images.shape[-2:]),
                                        default_regularizer=variant.regularizer)
             problem = PathProblem(scorer, images, baselines, chosen, variant.terms, variant.n_masks,
-                                  resolved.ig_steps, resolved.noise_std)
+                                  resolved.ig_nodes, resolved.noise_std, resolved.quadrature)
             result = optimize_masks(problem, variant, resolved, size, generators)
             masks, history = result.masks, {"loss": result.loss, "step": result.step}
             saliency = 1 - masks.prod(dim=1)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from torch import nn
 
 from ._errors import IGOSError
+from ._quadrature import QUADRATURES, Quadrature
 
 Mode = Literal["fast", "faithful"]
 
@@ -31,6 +33,9 @@ class IGOSOptions:
             (`reuse_base_loss`), warm-started step min(α0, α_prev / shrink) (`warm_start`), early stop
             (`early_stop`): an image stops once, for `early_stop_patience` iterations in a row, its masks
             moved by less than `early_stop_tol` (max |Δm|) or its line search fell to the floor step.
+        quadrature: the path integral of each iteration on `ig_nodes` Gauss–Legendre nodes instead of N
+            uniform steps (docs/igos.md §3.1); faithful mode keeps the published right Riemann sum. `ig_nodes`
+            left at None: `gauss_nodes_for(ig_steps)`.
     `parallel_trials` evaluates that many line-search trials in one batch (docs/igos.md §4.1).
     """
 
@@ -57,6 +62,8 @@ class IGOSOptions:
     early_stop_tol: float = 1e-3
     early_stop_patience: int = 3
     parallel_trials: int = 1
+    quadrature: Quadrature | None = None
+    ig_nodes: int | None = None
 
     def __post_init__(self) -> None:
         _require(self.mode in ("fast", "faithful"), f"mode must be 'fast' or 'faithful', got {self.mode!r}")
@@ -73,6 +80,10 @@ class IGOSOptions:
         _require(self.parallel_trials >= 1, "parallel_trials must be >= 1")
         _require(self.early_stop_tol >= 0 and self.early_stop_patience >= 1,
                  "early_stop_tol must be >= 0 and early_stop_patience >= 1")
+        _require(self.quadrature in (None, *QUADRATURES), f"quadrature must be one of {QUADRATURES}")
+        _require(self.ig_nodes is None or self.ig_nodes >= 1, "ig_nodes must be >= 1")
+        _require(not (self.quadrature == "riemann" and self.ig_nodes not in (None, self.ig_steps)),
+                 "the riemann quadrature has ig_steps nodes; ig_nodes applies to gauss-legendre")
         if self.reuse_base_loss and self.common_noise is False:
             raise IGOSError("reuse_base_loss needs common_noise (the IG pass's noise is reused by the line search)")
 
@@ -80,6 +91,8 @@ class IGOSOptions:
         """Fill every None from the mode, the mask resolution and the variant."""
         fast = self.mode == "fast"
         common = self.common_noise if self.common_noise is not None else fast or bool(self.reuse_base_loss)
+        quadrature = self.quadrature or ("gauss-legendre" if fast else "riemann")
+        nodes = self.ig_steps if quadrature == "riemann" else self.ig_nodes or gauss_nodes_for(self.ig_steps)
         return dataclasses.replace(
             self,
             l1_coeff=self.l1_coeff if self.l1_coeff is not None else (10.0 if full_resolution_mask else 1.0),
@@ -88,7 +101,15 @@ class IGOSOptions:
             reuse_base_loss=self.reuse_base_loss if self.reuse_base_loss is not None else fast and common,
             warm_start=self.warm_start if self.warm_start is not None else fast,
             early_stop=self.early_stop if self.early_stop is not None else fast,
+            quadrature=quadrature,
+            ig_nodes=nodes,
         )
+
+
+def gauss_nodes_for(ig_steps: int) -> int:
+    """Gauss–Legendre nodes whose path integral is at least as accurate as `ig_steps` right-Riemann steps on
+    trained classifiers (measured: benchmarks/results/igos_trained.md): ⌈N/4⌉, at least 2."""
+    return max(2, math.ceil(ig_steps / 4))
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ._composition import upsample
+from ._quadrature import Quadrature, path_nodes
 from ._scoring import ScoredModel
 
 View = Literal["deletion", "insertion"]
@@ -34,8 +35,10 @@ class PathProblem:
         targets: (B,) target class per image.
         terms: the objective's network terms.
         n_masks: number of masks P per image.
-        ig_steps: N; the path positions are α_k = k/N, k = 1..N.
+        ig_steps: N, the nodes of the path quadrature.
         noise_std: std of the additive Gaussian noise ε (model-input units); 0 for none.
+        quadrature: "riemann" (α_k = k/N, weights 1/N: the published method) or "gauss-legendre"
+            (docs/igos.md §3.1).
     """
 
     scorer: ScoredModel
@@ -46,10 +49,11 @@ class PathProblem:
     n_masks: int
     ig_steps: int
     noise_std: float
+    quadrature: Quadrature = "riemann"
 
     def __post_init__(self) -> None:
         device, dtype = self.images.device, self.images.dtype
-        self.alphas = torch.arange(1, self.ig_steps + 1, device=device, dtype=dtype) / self.ig_steps
+        self.alphas, self.node_weights = path_nodes(self.quadrature, self.ig_steps, device, dtype)
         self.selects = torch.tensor([[j in t.masks for j in range(self.n_masks)] for t in self.terms],
                                     device=device)
         self.is_deletion = torch.tensor([t.view == "deletion" for t in self.terms], device=device)
@@ -79,7 +83,7 @@ class PathProblem:
 
     def scores(self, image_rows: Tensor, masks: Tensor, noise: Tensor | None,
                grad_weights: Tensor | None = None) -> Tensor:
-        """Path-averaged scores S_t of every term for each row.
+        """Path-averaged scores S_t = Σ_k w_k f(x_k) of every term for each row.
 
         Args:
             image_rows: (n,) image index of each row.
@@ -105,9 +109,9 @@ class PathProblem:
                     inputs = inputs + noise[row, path]
                 values = self.scorer.target_scores(inputs, self.targets[image_rows[row]], backward=backward)
                 if backward:
-                    (values * grad_weights[term]).sum().div(self.ig_steps).backward()
+                    (values * grad_weights[term] * self.node_weights[step]).sum().backward()
             flat_scores[flat] = values.detach()
-        return flat_scores.view(len(image_rows), len(self.terms), self.ig_steps).mean(dim=-1)
+        return (flat_scores.view(len(image_rows), len(self.terms), self.ig_steps) * self.node_weights).sum(dim=-1)
 
     def _compose(self, images: Tensor, masks: Tensor, term: Tensor, step: Tensor) -> Tensor:
         """Path images Φ(A, Z; α_k · Π U(m_j)) for chunk rows: (r,) indices, masks (r, P, h, w)."""

@@ -1,0 +1,17 @@
+"""The trained-classifier iGOS++ benchmark runs end to end in its quick setting (timings are never asserted)."""
+
+import json
+
+from benchmarks import igos_trained as module
+
+
+def test_quick_benchmark_writes_its_tables(tmp_path):
+    out = tmp_path / "trained.md"
+    assert module.main(["--quick", "--out", str(out), "--work", str(tmp_path / "work"), "--fast-riemann"]) == 0
+    text = out.read_text()
+    assert "| faithful |" in text and "| fast, riemann |" in text
+    result = json.loads(out.with_suffix(".json").read_text())
+    errors = result["integral_errors"]["final"]
+    # the quadrature's own check: 6 Gauss–Legendre nodes are far closer to the 64-node reference than 1 node
+    assert errors["gauss-legendre 6"][1] < errors["gauss-legendre 1"][1]
+    assert result["configurations"]["faithful"]["images"] == 2
