@@ -16,8 +16,8 @@ from ._explain import METHODS, Explanation, explain, normalise_maps
 from ._gradients import last_conv_layer
 from ._integral import path_integral
 from ._metrics import CausalScores, insertion_deletion
-from ._quadrature import path_nodes
 from ._options import GradCAMOptions, GradientOptions, IGOSOptions, IntegratedGradientsOptions, MaskOptions, RiseOptions
+from ._quadrature import path_nodes
 from ._scoring import PassCount
 
 __all__ = [

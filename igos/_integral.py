@@ -16,7 +16,7 @@ from ._errors import IGOSError
 from ._igos import VARIANTS
 from ._paths import PathProblem
 from ._quadrature import Quadrature
-from ._scoring import ScoreKind, ScoredModel, frozen, resolve_targets
+from ._scoring import ScoredModel, ScoreKind, frozen, resolve_targets
 
 
 def path_integral(model: nn.Module, images: Tensor, masks: Tensor, *, method: str = "igos++",
