@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import statistics
 import sys
 import tempfile
@@ -40,6 +39,8 @@ from torchvision.models.resnet import BasicBlock, ResNet
 import igos
 from benchmarks import common, igos_speed
 from benchmarks.common import RESULTS, command_line, cpu_arch, now, program
+from benchmarks.igos_speed_report import mean_spearman, passes_check, versions_line
+from benchmarks.igos_speed_setup import SEED_NOISE_OFFSET, TARGET_TOP1, calibrate_top1, make_images
 
 DEFAULT_OUT = RESULTS / "igos_gpu.md"
 METHOD = "igos++"
@@ -272,10 +273,10 @@ def header(state: State) -> list[str]:
         f"- date: {now()}",
         f"- command: `{cfg.command}`",
         f"- device: {cfg.device.type} ({device})",
-        f"- torch {torch.__version__}, python {platform.python_version()}, igos from {Path(igos.__file__).parent}",
+        versions_line(),
         f"- model: {model}(weights=None), seed {cfg.seed}, eval mode, frozen, input 3×{cfg.image_size}×"
         f"{cfg.image_size}; final layer scaled ×{state.scale:.4g} → mean top-1 softmax probability "
-        f"{state.top1:.3f} (target {igos_speed.TARGET_TOP1}); {forward / 1e9:.2f} GFLOP forward, "
+        f"{state.top1:.3f} (target {TARGET_TOP1}); {forward / 1e9:.2f} GFLOP forward, "
         f"{backward / 1e9:.2f} GFLOP backward to the input per image (FlopCounterMode)",
         f"- iGOS++ fast mode (default levers), mask {cfg.mask_size}×{cfg.mask_size}, K = {cfg.iterations}, "
         f"N = {cfg.ig_steps}, explain batch_size (images per forward pass) {cfg.forward_batch}; seeded smooth "
@@ -298,8 +299,7 @@ def throughput_table(state: State) -> list[str]:
     ]
     for r in state.runs:
         n = len(r.saliency)
-        check = "match" if (r.forwards, r.backwards) == (r.expected_forwards, r.expected_backwards) else \
-            f"**differs**: expected {r.expected_forwards / n:.0f} / {r.expected_backwards / n:.0f}"
+        check = passes_check((r.forwards, r.backwards), (r.expected_forwards, r.expected_backwards), n)
         tflop = (r.forwards * forward + r.backwards * backward) / n / 1e12
         memory = "–" if r.peak_memory_gib is None else f"{r.peak_memory_gib:.1f}"
         lines.append(f"| {r.setting.label} | {r.setting.batch} | {n} | {r.images_per_second:.3f} "
@@ -336,7 +336,7 @@ def quality_table(state: State) -> list[str]:
                          f"{auc}| – | – | – | – |")
             continue
         common = sorted(set(r.saliency) & set(reference.saliency))
-        spearman = igos_speed.mean_spearman({i: r.saliency[i] for i in common}, reference.saliency)
+        spearman = mean_spearman({i: r.saliency[i] for i in common}, reference.saliency)
         rho = f"{spearman[2]:.3f} ({spearman[3]:.3f})" + (f", {spearman[1]} constant" if spearman[1] else "")
         cells = []
         for mine, theirs in ((r.insertion, reference.insertion), (r.deletion, reference.deletion)):
@@ -404,7 +404,7 @@ def settings(cfg: Config) -> list[Setting]:
             Setting("bf16", False, False, big, big),
             Setting("bf16", True, False, big, big),
             Setting("bf16", True, False, 2 * big, 2 * big),
-            Setting("bf16", True, False, big, big, seed_offset=igos_speed.SEED_NOISE_OFFSET)]
+            Setting("bf16", True, False, big, big, seed_offset=SEED_NOISE_OFFSET)]
 
 
 def measure_all(state: State, model: nn.Module, images: Tensor) -> None:
@@ -491,10 +491,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(cfg.threads)
     try:
         started = time.perf_counter()
-        images = igos_speed.make_images(max(2 * cfg.batch, cfg.batch1_images), cfg.image_size, cfg.seed)
+        images = make_images(max(2 * cfg.batch, cfg.batch1_images), cfg.image_size, cfg.seed)
         model = make_model(cfg).to(cfg.device)
         images = images.to(cfg.device)
-        scale, top1 = igos_speed.calibrate_top1(model, images)
+        scale, top1 = calibrate_top1(model, images)
         state = State(cfg, started, scale, top1, flops_per_image(model, cfg))
         measure_all(state, model, images)
         print(write_report(state))

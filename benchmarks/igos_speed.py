@@ -10,6 +10,9 @@ backwards per image (`Explanation.passes`), the iterations actually run, the lin
 iteration, and checks the pass counts against the structure of docs/igos.md §8. It also reports the fast/faithful
 time ratio and the Spearman rank correlation of the fast and faithful maps of the same image and seed.
 
+The parts: Config, Measurement, the model, images and top-1 calibration in benchmarks/igos_speed_setup.py; the
+markdown report (header, tables, map agreement) in benchmarks/igos_speed_report.py; measuring and the CLI here.
+
     python -m benchmarks.igos_speed --quick                 # seconds: proves the script runs
     python -m benchmarks.igos_speed                         # CPU defaults (see --help), ~15-20 min on 2 cores
     python -m benchmarks.igos_speed --device cuda --gpu-throughput
@@ -21,29 +24,29 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from scipy.stats import spearmanr
 from torch import Tensor, nn
-from torchvision.models import resnet18
 
 import igos
-from benchmarks.common import IMAGENET_MEAN, IMAGENET_STD, RESULTS, cpu_arch, load_average, now, program, write_report
+from benchmarks.common import RESULTS, load_average, program, write_report
+from benchmarks.igos_speed_report import header, quality_table, reference_table, results_table, throughput_table
+from benchmarks.igos_speed_setup import (
+    SEED_NOISE_OFFSET,
+    TERMS,
+    Config,
+    Measurement,
+    calibrate_top1,
+    make_images,
+    make_model,
+)
 
 DEFAULT_OUT = RESULTS / "igos_speed.md"
-TARGET_TOP1 = 0.8
-# Network terms per iteration of each variant (docs/igos.md §8): IG calls, and S terms per loss evaluation.
-TERMS = {"igos++": 4, "igos+": 2, "igos": 1, "igos-insertion": 1}
 # CPU defaults: one image at batch 1 and the full K = 20, N = 15 (an iGOS++ faithful image alone took 10 min on 2
 # busy cores; batch sizes 4 and 16 would need 21 images per method and mode, i.e. hours). ~15-20 min on 2 cores.
 # CUDA defaults: the whole default run plus --gpu-throughput took 218 s on an H100.
@@ -53,119 +56,6 @@ CUDA_DEFAULTS = {"batch_sizes": "1,4,16", "images": 32, "forward_batch": 256}
 # slower (78 s instead of 3 s) while waiting at thread barriers.
 QUICK = {"image_size": 32, "mask_size": 8, "iterations": 2, "ig_steps": 2, "batch_sizes": "1,2", "images": 2,
          "threads": 1}
-SEED_NOISE_OFFSET = 10_000  # the reseeded runs that measure how much a map changes with the seed alone
-REFERENCE = [
-    # Quoted from docs/igos.md §8 (official implementation, 2-core CPU, ResNet-18, 28×28, K = 20, N = 15): not measured.
-    ("iGOS++ (official)", "314", "≈ 8 640 (1 200 fwd+bwd + ≈ 7 440 line-search fwd)", "1 200"),
-    ("I-GOS (official re-impl.)", "35.5", "300 fwd+bwd + 15·Σ(1+T_j)", "300"),
-]
-
-
-@dataclass
-class Config:
-    """Settings of one benchmark run (all of them recorded in the output header)."""
-
-    device: torch.device
-    methods: list[str]
-    modes: list[str]
-    batch_sizes: list[int]
-    images: int
-    image_size: int
-    mask_size: int
-    iterations: int
-    ig_steps: int
-    forward_batch: int
-    seed: int
-    threads: int | None
-    quick: bool
-    gpu_throughput: bool
-    out: Path
-
-
-@dataclass
-class Measurement:
-    """One method × mode × batch size: per-call timings and per-image results."""
-
-    method: str
-    mode: str
-    batch: int
-    seconds_per_image: list[float] = field(default_factory=list)
-    forwards: int = 0
-    backwards: int = 0
-    expected_forwards: int = 0
-    expected_backwards: int = 0
-    iterations_run: list[int] = field(default_factory=list)
-    trials: list[int] = field(default_factory=list)
-    saliency: dict[int, Tensor] = field(default_factory=dict)
-
-    @property
-    def n_images(self) -> int:
-        return len(self.saliency)
-
-    @property
-    def median_seconds(self) -> float:
-        """Median over calls of (call time / batch)."""
-        return statistics.median(self.seconds_per_image)
-
-    @property
-    def mean_seconds(self) -> float:
-        """Total time / images: comparable across batch sizes (a median over 1-image calls drops slow images)."""
-        return statistics.fmean(self.seconds_per_image)
-
-
-# ----------------------------------------------------------------------------------------------- setup
-
-
-def make_images(count: int, size: int, seed: int) -> Tensor:
-    """Seeded smooth RGB images (blurred noise + 3 bright blobs), ImageNet-normalised: (count, 3, size, size)."""
-    gen = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(count, 3, max(2, size // 16), max(2, size // 16), generator=gen)
-    base = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1) * 0.6 + 0.1
-    grid = torch.linspace(0, 1, size)
-    yy, xx = torch.meshgrid(grid, grid, indexing="ij")
-    for _ in range(3):
-        centre = torch.rand(count, 2, generator=gen) * 0.7 + 0.15
-        radius = torch.rand(count, generator=gen) * 0.08 + 0.04
-        colour = torch.rand(count, 3, generator=gen) * 0.5 + 0.5
-        dist2 = (yy - centre[:, 0, None, None]) ** 2 + (xx - centre[:, 1, None, None]) ** 2
-        blob = torch.exp(-dist2 / (2 * radius[:, None, None] ** 2))
-        base = base * (1 - blob[:, None]) + colour[:, :, None, None] * blob[:, None]
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (base.clamp(0, 1) - mean) / std
-
-
-def make_model(seed: int) -> nn.Module:
-    """Untrained ResNet-18 (weights=None, never downloaded), seeded, in eval mode."""
-    torch.manual_seed(seed)
-    return resnet18(weights=None).eval()
-
-
-def calibrate_top1(model: nn.Module, images: Tensor, target: float = TARGET_TOP1) -> tuple[float, float]:
-    """Scale the final layer so the mean top-1 softmax probability on `images` is about `target`.
-
-    Logits are linear in a common scale t of fc's weight and bias, and each image's top-1 probability of
-    softmax(t·z) grows with t, so t is found by bisection on log t.
-
-    Returns:
-        (scale t, achieved mean top-1 probability, measured again through the scaled model).
-    """
-    with torch.no_grad():
-        logits = model(images)
-
-    def mean_top1(log_scale: float) -> float:
-        return torch.softmax(logits * math.exp(log_scale), dim=1).amax(dim=1).mean().item()
-
-    low, high = math.log(1e-6), math.log(1e6)
-    for _ in range(100):
-        middle = (low + high) / 2
-        low, high = (middle, high) if mean_top1(middle) < target else (low, middle)
-    scale = math.exp((low + high) / 2)
-    with torch.no_grad():
-        model.fc.weight.mul_(scale)
-        model.fc.bias.mul_(scale)
-        achieved = torch.softmax(model(images), dim=1).amax(dim=1).mean().item()
-    return scale, achieved
 
 
 # ------------------------------------------------------------------------------------------ measuring
@@ -278,161 +168,6 @@ def gpu_throughput(model: nn.Module, images: Tensor, cfg: Config) -> list[tuple[
             total += seconds
         rows.append((batch, big, big / total))
     return rows
-
-
-# --------------------------------------------------------------------------------------------- report
-
-
-def mean_spearman(first: dict[int, Tensor], second: dict[int, Tensor]) -> tuple[int, int, float, float] | None:
-    """Mean and min Spearman ρ between the maps of the same images in two runs.
-
-    Returns:
-        (images compared, images where ρ is undefined because a map is constant, mean ρ, min ρ) — mean and
-        min over the defined ones (NaN if none) — or None when no image is in both runs.
-    """
-    common = sorted(set(first) & set(second))
-    if not common:
-        return None
-    rhos = []
-    for index in common:
-        a, b = first[index].flatten(), second[index].flatten()
-        if a.min() < a.max() and b.min() < b.max():
-            rhos.append(float(spearmanr(a.numpy(), b.numpy()).statistic))
-    if not rhos:
-        return len(common), len(common), math.nan, math.nan
-    return len(common), len(common) - len(rhos), statistics.fmean(rhos), min(rhos)
-
-
-def maps_of(results: list[Measurement], method: str, mode: str) -> dict[int, Tensor]:
-    """The first map of each image for one method and mode (any batch size)."""
-    maps: dict[int, Tensor] = {}
-    for r in results:
-        if r.method == method and r.mode == mode:
-            for index, saliency in r.saliency.items():
-                maps.setdefault(index, saliency)
-    return maps
-
-
-def batch_invariance(results: list[Measurement], method: str, mode: str) -> float | None:
-    """Largest |Δ saliency| of the same image and seed between batch sizes (None with one batch size)."""
-    runs = [r for r in results if r.method == method and r.mode == mode]
-    worst = None
-    for r in runs[1:]:
-        for index, saliency in r.saliency.items():
-            if index in runs[0].saliency:
-                diff = (saliency - runs[0].saliency[index]).abs().max().item()
-                worst = diff if worst is None else max(worst, diff)
-    return worst
-
-
-def fast_faithful_ratio(results: list[Measurement], r: Measurement) -> str:
-    """Time of fast mode / faithful mode for the same method and batch, 'median; mean' ('' if absent)."""
-    pair = {m.mode: m for m in results if m.method == r.method and m.batch == r.batch}
-    if r.mode != "fast" or "faithful" not in pair:
-        return ""
-    fast, faithful = pair["fast"], pair["faithful"]
-    return f"{fast.median_seconds / faithful.median_seconds:.2f}; {fast.mean_seconds / faithful.mean_seconds:.2f}"
-
-
-def header(cfg: Config, scale: float, top1: float, load: tuple[float, float]) -> list[str]:
-    """Markdown header: date, versions, device, threads and every setting."""
-    device_name = torch.cuda.get_device_name(cfg.device) if cfg.device.type == "cuda" else cpu_arch()
-    if cfg.device.type == "cuda":
-        device_name += (f"; TF32: cudnn {torch.backends.cudnn.allow_tf32}, matmul "
-                        f"{torch.backends.cuda.matmul.allow_tf32}")
-    reduced = cfg.iterations != 20 or cfg.ig_steps != 15
-    lines = [
-        "# igos speed benchmark" + (" (--quick: tiny settings, not a measurement to quote)" if cfg.quick else ""),
-        "",
-        f"- date: {now()}",
-        f"- torch {torch.__version__}, python {platform.python_version()}, igos from {Path(igos.__file__).parent}",
-        f"- device: {cfg.device.type} ({device_name}), torch threads: {torch.get_num_threads()}, CPU cores: "
-        f"{os.cpu_count()}, 1-min load average at start / end: {load[0]:.2f} / {load[1]:.2f} (other processes "
-        "competing for the cores inflate CPU timings)",
-        f"- model: torchvision resnet18(weights=None), seed {cfg.seed}, eval mode, input 3×{cfg.image_size}×"
-        f"{cfg.image_size}; final layer scaled ×{scale:.4g} → mean top-1 softmax probability {top1:.3f} "
-        f"(target {TARGET_TOP1})",
-        f"- images: seeded smooth random images (blurred noise + 3 blobs), ImageNet-normalised; image i uses "
-        f"explain seed {cfg.seed}+i",
-        f"- settings: mask {cfg.mask_size}×{cfg.mask_size}, K = {cfg.iterations} iterations, N = {cfg.ig_steps} IG "
-        f"steps" + (" (**not the default K = 20, N = 15**)" if reduced else "") +
-        f", explain batch_size (forward chunk) {cfg.forward_batch}, images per configuration ≥ {cfg.images} "
-        f"(rounded up to whole batches), methods {', '.join(cfg.methods)}, modes {', '.join(cfg.modes)}, "
-        f"batch sizes {', '.join(map(str, cfg.batch_sizes))}",
-        "- batch = images per explain call; s/image (median) = median over calls of (call wall time / batch), "
-        "s/image (mean) = total wall time / images (the one to compare across batch sizes); "
-        "time.perf_counter" + (", torch.cuda.synchronize around each call" if cfg.device.type == "cuda" else "") +
-        ", after one untimed warm-up call",
-        "",
-    ]
-    return lines
-
-
-def results_table(results: list[Measurement], cfg: Config) -> list[str]:
-    """Markdown table of the measurements."""
-    lines = [
-        "| method | mode | batch | images | iterations run (mean) | trials / iteration (mean) | s / image (median) "
-        "| s / image (mean) | fwd / image | bwd / image | passes vs §8 structure "
-        "| fast / faithful time (median; mean) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
-    ]
-    for r in results:
-        n = r.n_images
-        check = "match" if (r.forwards, r.backwards) == (r.expected_forwards, r.expected_backwards) else \
-            f"**differs**: expected {r.expected_forwards / n:.0f} / {r.expected_backwards / n:.0f}"
-        trials = f"{statistics.fmean(r.trials):.2f}" if r.trials else "–"
-        lines.append(
-            f"| {r.method} | {r.mode} | {r.batch} | {n} | {statistics.fmean(r.iterations_run):.1f} / {cfg.iterations} "
-            f"| {trials} | {r.median_seconds:.3f} | {r.mean_seconds:.3f} | {r.forwards / n:.0f} "
-            f"| {r.backwards / n:.0f} | {check} | {fast_faithful_ratio(results, r)} |")
-    return lines
-
-
-def quality_table(results: list[Measurement], reseeded: list[Measurement], cfg: Config) -> list[str]:
-    """Markdown table: Spearman ρ of fast vs faithful maps, next to the seed noise of each mode
-    (same mode, another seed), and batch invariance per method."""
-    lines = ["", "Spearman ρ between maps of the same image: fast vs faithful (same seed), and each mode against "
-             "itself with another seed (the noise floor: iGOS++ is stochastic). Mean (min) over images.", "",
-             "| method | images | fast vs faithful | faithful vs faithful, other seed | fast vs fast, other seed "
-             "| constant maps | max abs Δ saliency across batch sizes (faithful / fast) |",
-             "|---|---:|---|---|---|---:|---|"]
-
-    def cell(pair: tuple[int, int, float, float] | None) -> str:
-        return "–" if pair is None else f"{pair[2]:.3f} ({pair[3]:.3f})"
-
-    for method in cfg.methods:
-        pair = mean_spearman(maps_of(results, method, "fast"), maps_of(results, method, "faithful"))
-        noise = {mode: mean_spearman(maps_of(results, method, mode), maps_of(reseeded, method, mode))
-                 for mode in ("faithful", "fast")}
-        invariance = " / ".join("–" if (d := batch_invariance(results, method, mode)) is None else f"{d:.2g}"
-                                for mode in ("faithful", "fast"))
-        constant = pair[1] if pair else 0
-        lines.append(f"| {method} | {pair[0] if pair else 0} | {cell(pair)} | {cell(noise['faithful'])} "
-                     f"| {cell(noise['fast'])} | {constant} | {invariance} |")
-    return lines
-
-
-def reference_table() -> list[str]:
-    """The official implementation's cost, quoted from docs/igos.md §8 (not measured by this script)."""
-    lines = ["", "Reference, **quoted from docs/igos.md §8, not measured here**: the official implementation on a "
-             "2-core CPU, "
-             "untrained ResNet-18 with the final layer scaled to p ≈ 0.8, 28×28, K = 20, N = 15, one 224×224 image; "
-             "≈ 5.2 line-search trials per iteration (6.2 loss evaluations incl. the base; the table above counts "
-             "trials without the base).",
-             "", "| implementation | s / image | image fwd / image | image bwd / image |", "|---|---:|---|---:|"]
-    lines += [f"| {name} | {seconds} | {fwd} | {bwd} |" for name, seconds, fwd, bwd in REFERENCE]
-    return lines
-
-
-def throughput_table(rows: list[tuple[int, int, float]]) -> list[str]:
-    """Markdown table of the GPU throughput measurement."""
-    lines = ["", "GPU throughput, iGOS++ fast mode (same images and seeds for both batch sizes; images / s = images "
-             "/ total wall time of all calls, so it includes slow images that the median above hides):", "",
-             "| batch | images | images / s |", "|---:|---:|---:|"]
-    lines += [f"| {batch} | {images} | {rate:.3f} |" for batch, images, rate in rows]
-    if len(rows) == 2:
-        lines.append(f"\nspeed-up batch {rows[1][0]} vs 1: {rows[1][2] / rows[0][2]:.2f}×")
-    return lines
 
 
 # ------------------------------------------------------------------------------------------------ CLI
