@@ -56,6 +56,7 @@ from pipeline.probes import (
     ProbeConfig,
     ProbeFilm,
     films_from_records,
+    generator_lungs,
     label_from_source,
     leakage_probe,
     source_probes,
@@ -65,11 +66,6 @@ from pipeline.text import TextBox, box_mask, read_detections
 QUICK = {"n_train": 120, "n_test": 60, "image_size": 128, "epochs": 10, "n_resamples": 200}
 FULL = {"n_train": 600, "n_test": 200, "image_size": 256, "epochs": 12, "n_resamples": 1000}
 CLEAN_DILATE = 2  # pipeline.clean.CleanConfig's default dilation
-
-
-def generator_lungs(root: Path, truths: Sequence[synthetic.ImageTruth]) -> dict[str, np.ndarray]:
-    """filename → the generator's lung-field mask (H, W) bool, for the films whose folder has one."""
-    return {truth.filename: read_image(root / truth.lungs) > 0.5 for truth in truths if truth.lungs}
 
 
 def leakage_films(films: Sequence[ProbeFilm], clean_of: dict[str, Path], out: Path, seed: int,

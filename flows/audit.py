@@ -10,6 +10,7 @@
       train_classifier B    on COVIDx++; predict A and B on every test split and on <audit split>_pp
       explain B, audit B    did the saliency leave the text?
       compare               paired metrics, bootstrap intervals, McNemar
+      probes                (probes.enabled) did cleaning remove the shortcut? (flows/probes_stage.py)
       summary.json, report.html
 
 The flow holds no algorithm: every task (flows/tasks.py) calls one `pipeline` function that writes its files
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -44,6 +46,7 @@ from datasets.covidx import Record
 from datasets.synthetic import MANIFEST as SYNTHETIC_MANIFEST
 from datasets.synthetic import generate
 from flows.config import RunConfig, SyntheticData
+from flows.probes_stage import probe_outputs, run_probes
 from flows.progress import stage, stage_times
 from flows.results import current_run_folder, run_result_storage
 from flows.rundir import RunLock
@@ -145,6 +148,12 @@ def audit_flow(config: RunConfig) -> dict:
         if config.compare.extra_train_seeds:
             with stage("other training seeds"):
                 _seed_runs(run_dir, config, train_records, pp_train, tests)
+        if config.probes.enabled:
+            with stage("probes"):
+                fresh_task(run_probes, *probe_outputs(run_dir))(data, run_dir, detections, manifest, config)
+        elif (run_dir / "probes").exists():  # an earlier run's, on other settings: not this run's findings
+            shutil.rmtree(run_dir / "probes")
+            LOG.info("removed probes/, left by an earlier run with probes enabled")
         write_rejected(run_dir)
         inventory = changes_stage.inventory_table(
             {name: [(r.filename, file_sha256(r.path)) for r in records] for name, records in source_records.items()})
@@ -152,7 +161,8 @@ def audit_flow(config: RunConfig) -> dict:
         seconds = time.perf_counter() - started
         write_timings(run_dir / "timings.csv", stage_times(first_stage), seconds)
         summary = write_summary(run_dir, data, counts, list(tests), seconds, since_last_run=since,
-                                task_runner=describe_task_runner(FlowRunContext.get().task_runner))
+                                task_runner=describe_task_runner(FlowRunContext.get().task_runner),
+                                probes=config.probes.enabled)
         changes_stage.write_snapshot(run_dir, inventory, run_dir / "audit" / "a.csv")
         publish_artifacts(run_dir, summary)
         if config.report:

@@ -5,14 +5,15 @@ defined once, where the stage lives; pydantic validates them from YAML, rejects 
 level and runs each stage's own range checks before any work starts. Also refused at load: a key repeated in
 one mapping (YAML would keep the last silently), a boolean where a number is expected and a number where a
 boolean is (pydantic's lax mode, which validates the stages' dataclasses, reads `true` as 1 and 1 as true),
-and values that would fail hours later: seeds outside [0, 2**32 - 1], `compare.bootstrap` above 100,000,
-`explain.mask_size` above `train.image_size`.
+and values that would fail hours later: seeds outside [0, 2**32 - 1], `compare.bootstrap` and
+`probes.n_resamples` above 100,000, `explain.mask_size` above `train.image_size`.
 
     run_dir: runs/demo
     data: {root: null, synthetic: {n_train: 450, ...}}   # root: a COVIDx folder; null: synthetic data
     train: {architecture: small_cnn, image_size: 128, ...}
     explain: {mask_size: 28, iterations: 10, ...}
     ...
+    probes: {enabled: false, epochs: 12, ...}           # the opt-in stage "did cleaning remove the shortcut?"
 
 `configs/demo.yaml` is the `make demo` configuration, `configs/paper.yaml` the paper-scale one.
 """
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Hashable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -41,6 +42,7 @@ from datasets.covidx import DuplicatePolicy
 from pipeline.audit import AuditConfig
 from pipeline.clean import CleanConfig
 from pipeline.explain import ExplainConfig
+from pipeline.probes import ProbeConfig
 from pipeline.text import TextConfig
 from pipeline.train import TrainConfig
 
@@ -100,6 +102,9 @@ class DataConfig(_Strict):
         return self
 
 
+MAX_RESAMPLES = 100_000  # bootstrap resamples: the weights alone take 8 bytes x resamples x images
+
+
 class CompareSettings(_Strict):
     """The paired comparison: bootstrap resamples (patients resampled; 100 to 100,000: the resample weights
     alone take 8 bytes × resamples × test images, 320 MB at 100,000 × 400), interval level, bootstrap seed,
@@ -107,10 +112,31 @@ class CompareSettings(_Strict):
     metric's mean ± sd across the seeds next to the single-run intervals (compare/seeds.csv). Seeds are in
     [0, 2**32 - 1]."""
 
-    bootstrap: int = Field(2000, ge=100, le=100_000)
+    bootstrap: int = Field(2000, ge=100, le=MAX_RESAMPLES)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     seed: Seed = 0
     extra_train_seeds: tuple[Seed, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProbeSettings(ProbeConfig):
+    """The probes stage (flows/probes_stage.py, docs/probes.md): off unless `enabled`; the other keys are
+    `pipeline.probes.ProbeConfig`'s (image_size, work_size, epochs, batch_size, learning_rate, weight_decay,
+    n_resamples, confidence, seed), checked by it, and n_resamples at most 100,000.
+
+    Cost (docs/running.md §4): six small CNNs (four source views, the leakage probe's whole films and its
+    patches) trained for `epochs` on the training split, and every training and audited film read and composed
+    about five times, which dominates. On 2 busy CPU cores: 2 s on the tiny test audit (48 films; epochs 2,
+    n_resamples 50, image_size 32), 11 s there at the defaults, 90 s at the demo's size (390 films of 192 px).
+    """
+
+    enabled: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n_resamples > MAX_RESAMPLES:
+            raise ValueError(f"invalid ProbeConfig: n_resamples must be at most {MAX_RESAMPLES}, got "
+                             f"{self.n_resamples}")
 
 
 class RunnerConfig(_Strict):
@@ -140,6 +166,7 @@ class RunConfig(_Strict):
     clean: CleanConfig = CleanConfig()
     compare: CompareSettings = CompareSettings()
     runner: RunnerConfig = RunnerConfig()
+    probes: ProbeSettings = ProbeSettings()
     report: bool = True
 
     @field_validator("run_dir")

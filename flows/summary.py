@@ -23,6 +23,7 @@ from flows.tasks import Data
 from pipeline import changes as changes_stage
 from pipeline import train as train_stage
 from pipeline.checkpoint import read_meta
+from reports.probes_section import shortcut_verdict
 
 VERSIONED = ("cxr-audit", "torch", "torchvision", "easyocr", "prefect", "opencv-python-headless", "pydicom")
 
@@ -30,6 +31,7 @@ VERSIONED = ("cxr-audit", "torch", "torchvision", "easyocr", "prefect", "opencv-
 QUALITY_KEYS = ("flag_precision", "flag_recall", "share_flag_precision", "share_flag_recall", "confirmed_precision",
                 "confirmed_recall", "counterfactual_precision", "counterfactual_recall", "share_roc_auc",
                 "top5_share_roc_auc", "truth_share_roc_auc", "flag_reference", "flag_by", "flag_threshold")
+PROBE_KEYS = ("source_probe_auc", "leakage_auc", "label_from_source", "shortcut_removed")
 
 
 def write_timings(path: Path, stages: Sequence[StageTime], seconds: float) -> Path:
@@ -69,11 +71,27 @@ def write_changes(run_dir: Path, inventory: pd.DataFrame) -> dict | None:
     return since
 
 
+def probe_summary(run_dir: Path) -> dict:
+    """summary.json's PROBE_KEYS from probes/ (flows/probes_stage.py): the mean source-probe AUC per view with
+    its n, the leakage AUC per variant, the source-alone accuracy per split (fitted on train) and the verdict
+    (reports.probes_section.shortcut_verdict); a key is None where its probe was skipped."""
+    tables = {name: pd.read_csv(run_dir / "probes" / f"{name}.csv")
+              for name in ("source", "leakage", "label_from_source")}
+    overall = tables["source"][tables["source"].stratum == "all"]
+    accuracy = tables["label_from_source"].query("fitted_on == 'train' and metric == 'accuracy'")
+    return {"source_probe_auc": {**{row.view: round(float(row.auc), 4) for row in overall.itertuples()},
+                                 "n": int(overall.n.max())} if len(overall) else None,
+            "leakage_auc": {row.variant: round(float(row.auc), 4) for row in tables["leakage"].itertuples()} or None,
+            "label_from_source": {row.split: round(float(row.value), 4) for row in accuracy.itertuples()} or None,
+            "shortcut_removed": shortcut_verdict(tables["source"], tables["leakage"])}
+
+
 def write_summary(run_dir: Path, data: Data, counts: dict[str, int], splits: Sequence[str], seconds: float, *,
-                  task_runner: str, since_last_run: dict | None = None) -> dict:
+                  task_runner: str, since_last_run: dict | None = None, probes: bool = False) -> dict:
     """summary.json: the headline numbers of docs/run-directory.md, read from the run's tables. `counts`: the
     images each split file listed when the run read them; `task_runner`: where the per-image work ran
-    (`describe_task_runner`); `since_last_run`: changes.json's content (its counts go into the summary)."""
+    (`describe_task_runner`); `since_last_run`: changes.json's content (its counts go into the summary);
+    `probes`: the probes stage ran (its PROBE_KEYS, `probe_summary`; else each is None)."""
     covid = train_stage.positive_label(read_meta(run_dir / "models" / "a.safetensors").labels)
     summary: dict = {"run_id": run_dir.name, "seconds": round(seconds, 1), "task_runner": task_runner,
                      "synthetic": data.synthetic,
@@ -111,6 +129,7 @@ def write_summary(run_dir: Path, data: Data, counts: dict[str, int], splits: Seq
         "previous_finished_at": since_last_run["previous_finished_at"],
         **{kind: since_last_run["images"][kind] for kind in ("added", "removed", "changed", "unreadable")},
         "new_flags": since_last_run["flags"]["new"], "flags_gone": since_last_run["flags"]["gone"]}
+    summary.update(probe_summary(run_dir) if probes else dict.fromkeys(PROBE_KEYS))
     summary = _without_nan(summary)
     write_text(run_dir / "summary.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
     return summary

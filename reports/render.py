@@ -9,8 +9,9 @@ it never shows the `patient_id` column of any table. It reads the pixels of a fe
 for full-resolution crops (reports.crops); no image header field is shown or kept.
 
 The sections are built by reports.summary_section (the summary), reports.run_section (1),
-reports.classifier_sections (2, 5), reports.audit_sections (3, 4, 6) and reports.history (the sections
-after them); this module orders and numbers them and writes both files.
+reports.classifier_sections (2, 5), reports.audit_sections (3, 4, 6), reports.probes_section ("Did cleaning
+remove the shortcut?", when the run has probes/) and reports.history (the sections after them); this module
+orders and numbers them and writes both files.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from reports import history
 from reports.audit_sections import audit_a_section, covidx_pp_section, reaudit_section
 from reports.blocks import Code, Run, Section, Table, Text
 from reports.classifier_sections import classifier_a_section, comparison_section
+from reports.probes_section import probes_section
 from reports.run_section import run_section
 from reports.summary_section import summary_section
 
@@ -54,7 +56,8 @@ def render(run_dir: str | Path) -> Path:
     sections = [summary_section(run, metrics), run_section(run, summary), classifier_a_section(run, metrics),
                 audit_a_section(run, summary), covidx_pp_section(run), comparison_section(run, metrics),
                 reaudit_section(run)]
-    later = [section for section in (history.changes_section(run), history.review_section(run)) if section is not None]
+    later = [section for section in (probes_section(run, metrics), history.changes_section(run),
+                                     history.review_section(run)) if section is not None]
     for position, section in enumerate(later, start=len(sections)):
         section.number = position
     sections += later

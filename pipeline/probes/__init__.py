@@ -13,7 +13,7 @@ estimate), `classifier` (ProbeConfig, training), `scoring` (AUCs and intervals),
 """
 
 from pipeline.probes.classifier import ProbeConfig, fit_and_score, probabilities, train_probe
-from pipeline.probes.films import ProbeError, ProbeFilm, check_films, films_from_records
+from pipeline.probes.films import ProbeError, ProbeFilm, check_films, films_from_records, generator_lungs
 from pipeline.probes.label_from_source import LABEL_FROM_SOURCE_COLUMNS, label_from_source, source_label_table
 from pipeline.probes.leakage import CORRELATION_COLUMNS, LEAKAGE_COLUMNS, LeakageResult, leakage_probe
 from pipeline.probes.scoring import AUC_COLUMNS, auc_table
@@ -36,6 +36,7 @@ __all__ = [
     "check_films",
     "films_from_records",
     "fit_and_score",
+    "generator_lungs",
     "label_from_source",
     "leakage_probe",
     "lung_field_mask",

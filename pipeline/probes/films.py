@@ -16,6 +16,8 @@ import numpy as np
 
 from datasets.covidx import Record, check_disjoint
 from datasets.errors import DatasetError
+from datasets.images import read_image
+from datasets.synthetic import ImageTruth
 
 SPLITS = ("train", "test")
 
@@ -71,6 +73,12 @@ def films_from_records(
             tuple(as_box(box) for box in boxes.get(record.filename, ())), lungs.get(record.filename),
             None if cleaned_root is None else Path(cleaned_root) / record.filename))
     return films
+
+
+def generator_lungs(root: str | Path, truths: Sequence[ImageTruth]) -> dict[str, np.ndarray]:
+    """filename → the synthetic generator's lung-field mask (H, W) bool, for the films whose ground truth
+    (`datasets.synthetic.read_truth(root, split)`) names one; folders generated before the masks have none."""
+    return {truth.filename: read_image(Path(root) / truth.lungs) > 0.5 for truth in truths if truth.lungs}
 
 
 def as_box(box: object) -> tuple[int, int, int, int]:

@@ -38,6 +38,12 @@ BAD = [
     ({"data": {"synthetic": {"seed": True}}}, "data.synthetic.seed: expected a number, got true"),
     ({"train": {"augment": 1}}, "train.augment: expected true or false, got 1"),
     ({"report": "yes"}, 'report: expected true or false, got "yes"'),
+    # the opt-in probes stage: ProbeConfig's own checks, and the block's
+    ({"probes": {"enabled": 1}}, "probes.enabled: expected true or false, got 1"),
+    ({"probes": {"epoch": 2}}, "probes.epoch: Unexpected keyword argument"),
+    ({"probes": {"epochs": 0}}, "probes: Value error, invalid ProbeConfig: epochs must be >= 1"),
+    ({"probes": {"image_size": 512}}, "need 16 <= image_size <= work_size <= 2048, got 512, 256"),
+    ({"probes": {"n_resamples": 10**6}}, "invalid ProbeConfig: n_resamples must be at most 100000, got 1000000"),
 ]
 
 
@@ -73,8 +79,9 @@ def test_a_merge_key_may_be_overridden(tmp_path):
 def test_the_largest_settings_in_range_are_taken(tmp_path):
     config = load_config(None, run_dir=tmp_path / "run", **{
         "train.seed": 2**32 - 1, "train.image_size": 256, "explain.mask_size": 256, "compare.bootstrap": 100_000,
-        "compare.extra_train_seeds": [0, 2**32 - 1]})
+        "compare.extra_train_seeds": [0, 2**32 - 1], "probes.n_resamples": 100_000})
     assert config.compare.bootstrap == 100_000 and config.explain.mask_size == 256
+    assert config.probes.n_resamples == 100_000
 
 
 def test_a_run_folder_inside_the_source_dataset_is_refused(tmp_path):
@@ -95,8 +102,10 @@ def test_missing_and_malformed_files_name_the_file(tmp_path):
 
 
 def test_yaml_round_trips_with_every_default_written_out(tmp_path):
-    config = load_config(None, run_dir=tmp_path / "run", **{"train.epochs": 7, "text.long_side": 512})
-    assert config.train.epochs == 7
+    config = load_config(None, run_dir=tmp_path / "run", **{"train.epochs": 7, "text.long_side": 512,
+                                                             "probes": {"enabled": True, "epochs": 3}})
+    assert config.train.epochs == 7 and config.probes.enabled and config.probes.epochs == 3
+    assert not load_config(None).probes.enabled  # the probes stage is opt-in
     assert config.clean.text.long_side == 512 and config.audit.clean.text.long_side == 512  # one detector
     path = tmp_path / "again.yaml"
     path.write_text(config.to_yaml())
