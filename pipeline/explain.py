@@ -54,6 +54,7 @@ STAGE = "explain"
 # The iGOS family: the methods whose map is 1 − Π masks and that take mode / iterations / ig_steps.
 METHODS = ("igos++", "igos+", "igos", "igos-insertion")
 TARGETS = ("predicted", "label")
+PRECISIONS = ("fp32", "bf16")  # igos.explain's `precision`
 INDEX_COLUMNS = ("filename", "split", "chunk", "row", "target", "target_label", "target_probability",
                  "insertion_auc", "deletion_auc", "seconds")
 INDEX = "index.csv"
@@ -78,6 +79,10 @@ class ExplainConfig:
     chunk_size: images per chunk file: the unit of resume and of work a flow submits.
     seed: base seed in [0, 2**32 - 1]; image seeds are seed + a stable hash of the filename.
     device: torch device the model and images are put on ("cpu", "cuda").
+    precision: "fp32" (default) or "bf16": igos runs the model's forward and backward passes under
+        torch.autocast(bfloat16) (masks, scores and the line search stay float32; insertion/deletion AUCs are
+        always computed in float32). For GPUs with bfloat16 tensor cores; the maps differ slightly from fp32
+        (speed and map agreement measured in benchmarks/results/igos_gpu.md).
     """
 
     method: str = "igos++"
@@ -90,6 +95,7 @@ class ExplainConfig:
     chunk_size: int = 64
     seed: int = 0
     device: str = "cpu"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -99,6 +105,8 @@ class ExplainConfig:
             raise ExplainError(f"mode must be 'fast' or 'faithful', got {self.mode!r}")
         if self.target not in TARGETS:
             raise ExplainError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if self.precision not in PRECISIONS:
+            raise ExplainError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         for name in ("mask_size", "iterations", "ig_steps", "batch_size", "chunk_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -109,8 +117,11 @@ class ExplainConfig:
             raise ExplainError(f"seed must be an integer in [0, 2**32 - 1], got {self.seed!r}")
 
     def digest(self) -> str:
-        """Hash of every field that changes a map (batch_size and chunk_size do not: chunk contents are hashed)."""
+        """Hash of every field that changes a map (batch_size and chunk_size do not: chunk contents are hashed).
+        precision counts only when it is not "fp32", so chunks written before the field existed stay valid."""
         fields = {key: value for key, value in asdict(self).items() if key not in ("batch_size", "chunk_size")}
+        if fields["precision"] == "fp32":
+            del fields["precision"]
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -332,7 +343,7 @@ def _explain_images(model: nn.Module, meta: CheckpointMeta, inputs: torch.Tensor
         explanation = igos.explain(model, images, method=config.method, targets=targets, mask_size=s,
                                    seed=[image_seed(config.seed, record.filename) for record, _ in batch],
                                    batch_size=config.batch_size, mode=config.mode, iterations=config.iterations,
-                                   ig_steps=config.ig_steps)
+                                   ig_steps=config.ig_steps, precision=config.precision)
         saliency = igos.normalise_maps(explanation.saliency)
         causal = igos.insertion_deletion(model, images, saliency, targets=explanation.targets,
                                          batch_size=config.batch_size)
@@ -379,7 +390,7 @@ def explain_image(path: str | Path, checkpoint: str | Path, config: ExplainConfi
     explanation = igos.explain(model, inputs, method=config.method, mask_size=config.mask_size, mode=config.mode,
                                iterations=config.iterations, ig_steps=config.ig_steps,
                                targets=None if target is None else [meta.labels.index(target)],
-                               seed=image_seed(config.seed, Path(path).name))
+                               seed=image_seed(config.seed, Path(path).name), precision=config.precision)
     saliency = igos.normalise_maps(explanation.saliency).cpu().numpy()[0].astype(np.float32)
     return ImageExplanation(image, saliency, meta.labels[int(explanation.targets[0])],
                             float(explanation.target_scores[0]))

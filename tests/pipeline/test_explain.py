@@ -7,7 +7,10 @@ therefore lie on the marker. The helpers here are shared with test_audit.py.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import cv2
@@ -119,7 +122,7 @@ def explained(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_config_is_validated() -> None:
     for bad in ({"method": "gradcam"}, {"target": "truth"}, {"mode": "quick"}, {"mask_size": 0},
-                {"chunk_size": 0}, {"seed": -1}, {"iterations": 2.5}):
+                {"chunk_size": 0}, {"seed": -1}, {"iterations": 2.5}, {"precision": "fp16"}, {"precision": "bf16 "}):
         with pytest.raises(ExplainError, match=next(iter(bad))):
             ExplainConfig(**bad)
 
@@ -202,3 +205,30 @@ def test_corrupt_chunk_and_new_config_are_recomputed(tmp_path: Path) -> None:
 def test_load_saliency_without_index_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ExplainError, match="explain the split first"):
         load_saliency(tmp_path)
+
+
+def test_bf16_maps_are_close_to_fp32_and_get_their_own_chunks(explained: dict) -> None:
+    """precision="bf16" reaches igos (the maps change, a little, and stay on the marker) and is part of the chunks'
+    input hash; "fp32" hashes as before the field existed, so chunks written then stay valid."""
+    root, checkpoint, boxes = explained["root"], explained["checkpoint"], explained["boxes"]
+    films = ("film_0.png", "film_3.png")  # with a marker
+    records = [record for record in explained["records"] if record.filename in films]
+    fp32_config = replace(FAST, mode="faithful")  # faithful: the published Riemann sum, a map on this model
+    fp32 = explain_split(checkpoint, records, root / "precision", fp32_config, split="test")
+    fp32_maps = load_saliency(fp32.explain_dir)
+    bf16_config = replace(fp32_config, precision="bf16")
+    bf16 = explain_split(checkpoint, records, root / "precision", bf16_config, split="test")
+    assert bf16.computed == 1  # the same folder, but not reused: another input hash
+    bf16_maps = load_saliency(bf16.explain_dir)
+    assert fp32_maps.keys() == bf16_maps.keys() == set(films)
+    differences = np.stack([np.abs(bf16_maps[name] - fp32_maps[name]) for name in films])
+    assert 0 < differences.max() and differences.mean() < 0.02, (differences.max(), differences.mean())
+    assert list(bf16.index["target_label"]) == list(fp32.index["target_label"]) == ["COVID-19", "COVID-19"]
+    for name in films:
+        upsampled = torch.nn.functional.interpolate(torch.from_numpy(bf16_maps[name])[None, None], size=(SIZE, SIZE),
+                                                    mode="bilinear", align_corners=True)[0, 0].numpy()
+        region = box_mask((SIZE, SIZE), boxes[name], dilate=4)
+        assert upsampled[region].sum() > 0.5 * upsampled.sum() > 0, name
+    legacy = {key: value for key, value in asdict(FAST).items() if key not in ("batch_size", "chunk_size", "precision")}
+    assert FAST.digest() == hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()
+    assert bf16_config.digest() != fp32_config.digest()

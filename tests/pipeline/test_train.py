@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import pipeline.train
 from datasets.covidx import LABELS_BINARY, Record, patient_overlap, read_split, split_by_patient, write_split
 from datasets.synthetic import SPLIT_FILES, generate, split_records
 from datasets.torch_dataset import LABEL_ORDER
@@ -67,6 +68,7 @@ def brightness_split(folder, name, per_class, seed):
     ({"learning_rate": float("nan")}, "learning_rate"), ({"weight_decay": -0.1}, "weight_decay"),
     ({"image_size": 8}, "image_size"), ({"schedule": "cosine"}, "schedule"),
     ({"init_checkpoint": "https://example.org/resnet18.pth"}, "init_checkpoint"),
+    ({"mixed_precision": 1}, "mixed_precision"), ({"mixed_precision": "bf16"}, "mixed_precision"),
 ])
 def test_config_rejects_bad_values_with_the_field_name(change, field):
     with pytest.raises(ValueError, match=field):
@@ -214,3 +216,34 @@ def test_a_last_batch_of_one_image_does_not_break_batch_norm(tmp_path):
     result = train_classifier(records, tmp_path / "r.safetensors", config)
     assert result.n_train == 39 and len(result.validation_filenames) == 9
     assert np.isfinite(result.history["train_loss"]).all()
+
+
+def test_mixed_precision_autocasts_the_forward_and_writes_a_finite_float32_checkpoint(root, trained, tmp_path,
+                                                                                     monkeypatch):
+    """bf16 autocast on the CPU: the convolutions run in bfloat16 (training and validation), the losses stay close
+    to the fp32 run's with the same seed, and the weights written are finite float32."""
+    output_dtypes: set[torch.dtype] = set()
+
+    def recorded(architecture, classes):
+        model = build_classifier(architecture, classes)
+        first = next(module for module in model.modules() if isinstance(module, torch.nn.Conv2d))
+        first.register_forward_hook(lambda _module, _inputs, output: output_dtypes.add(output.dtype))
+        return model
+
+    monkeypatch.setattr(pipeline.train, "build_classifier", recorded)
+    records, fp32 = trained
+    result = train_classifier(records, tmp_path / "bf16.safetensors", replace(TINY, mixed_precision=True),
+                              device="cpu")
+    assert output_dtypes == {torch.bfloat16}
+    history = result.history
+    assert len(history) == TINY.epochs and list(history.columns) == CONTRACT_COLUMNS
+    assert np.isfinite(history[["train_loss", "val_loss"]].to_numpy()).all()
+    assert history["train_loss"].iloc[0] == pytest.approx(fp32.history["train_loss"].iloc[0], rel=0.05)
+    assert pd.read_csv(result.history_csv)["train_loss"].tolist() == pytest.approx(history["train_loss"].tolist())
+    weights = load_file(str(result.checkpoint))
+    floats = {name: tensor for name, tensor in weights.items() if tensor.is_floating_point()}
+    assert floats and {tensor.dtype for tensor in floats.values()} == {torch.float32}
+    assert all(torch.isfinite(tensor).all() for tensor in floats.values())
+    model, meta = load_checkpoint(result.checkpoint, labels=LABEL_ORDER, architecture="small_cnn")
+    assert meta.validation["macro_f1"] == pytest.approx(result.validation["macro_f1"])
+    assert next(model.parameters()).dtype == torch.float32
