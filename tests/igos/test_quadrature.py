@@ -39,7 +39,8 @@ def test_modes_choose_their_rule_and_nodes():
     assert (faithful.quadrature, faithful.ig_nodes) == ("riemann", 10)
     fast = resolved(mode="fast", ig_steps=10)
     assert (fast.quadrature, fast.ig_nodes) == ("gauss-legendre", math.ceil(10 / 4))
-    assert resolved(mode="fast", ig_steps=2).ig_nodes == 2  # never fewer than 2
+    assert resolved(mode="fast", ig_steps=20).ig_nodes == 5
+    assert resolved(mode="fast", ig_steps=2).ig_nodes == 3  # never fewer than 3
     assert resolved(mode="fast", ig_steps=10, ig_nodes=5).ig_nodes == 5
     assert resolved(mode="fast", ig_steps=10, quadrature="riemann").ig_nodes == 10
     with pytest.raises(igos.IGOSError, match="ig_nodes applies to gauss-legendre"):
@@ -61,8 +62,8 @@ def test_path_integral_converges_faster_on_gauss_legendre():
     ref_scores, ref_grad = igos.path_integral(model, images, masks, quadrature="gauss-legendre", nodes=64)
     riemann, gauss = error("riemann", 15), error("gauss-legendre", 4)
     assert gauss[0] < riemann[0] / 10 and gauss[1] < riemann[1] / 10
-    explanation = igos.explain(model, images, mask_size=8, iterations=1, ig_steps=8, mode="fast", early_stop=False)
-    assert explanation.passes.backwards == 2 * 4 * 2  # images × terms × ⌈8/4⌉ nodes
+    explanation = igos.explain(model, images, mask_size=8, iterations=1, ig_steps=16, mode="fast", early_stop=False)
+    assert explanation.passes.backwards == 2 * 4 * 4  # images × terms × ⌈16/4⌉ nodes
 
 
 def test_path_integral_checks_its_masks():
