@@ -96,8 +96,9 @@ def _hints(source: pd.DataFrame) -> list[str]:
         hints.append(f"The detected text alone names the source (text only: AUC {_cell(overall.loc['text_only'])}).")
     if "lungs_masked" in overall.index and _above_chance(overall.loc["lungs_masked"]):
         hints.append(f"With the lung fields masked the source is still recognisable (AUC "
-                     f"{_cell(overall.loc['lungs_masked'])}): cues outside the lungs remain (borders, corners, "
-                     "markers, collimation), which inpainting the text does not touch.")
+                     f"{_cell(overall.loc['lungs_masked'])}): the cue lies outside the lungs (burned-in text, "
+                     "markers, borders, corners, collimation); the COVIDx++ column shows how much of it cleaning "
+                     "removed.")
     return hints
 
 
