@@ -16,7 +16,8 @@ explained by every configuration in turn (faithful, then fast; then fast with ot
 machine load falls on all of them alike. Per configuration: seconds per image (median over chunks of chunk time /
 images, and total time / images), image forwards and backwards per image, iterations run, and per image the
 insertion and deletion AUCs (igos.insertion_deletion, protocol "igos"). Paired differences configuration −
-faithful over the images: mean and 95 % t interval. Same seed per image for every configuration.
+faithful (and − fast) over the images: mean and 95 % t interval. Same seed per image for every configuration
+but "fast, another seed" (--diagnose), whose difference from fast is what the seed alone changes.
 
     python -m benchmarks.igos_trained --quick     # seconds: proves the script runs
     python -m benchmarks.igos_trained             # 128 px, 28×28, K = 10, N = 10, 30 images, 1 thread (~50 min)
@@ -57,6 +58,8 @@ from pipeline.train import TrainConfig, train_classifier
 DEFAULT_OUT = RESULTS / "igos_trained.md"
 REFERENCE_NODES = 64
 GAUSS_NODES = (1, 2, 3, 4, 5, 6)
+# A configuration's key (not an igos option) shifting every image's seed; "fast, another seed" shifts it by this.
+SEED_OFFSET, ANOTHER_SEED = "seed offset", 10_000
 FULL = {"image_size": 128, "mask_size": 28, "iterations": 10, "ig_steps": 10, "images": 30, "tune_images": 4,
         "n_train": 600, "n_test": 80, "epochs": 8, "explain_batch": 6, "fast_nodes": "2,4", "threads": 1}
 QUICK = {"image_size": 32, "mask_size": 8, "iterations": 2, "ig_steps": 4, "images": 2, "tune_images": 1,
@@ -81,6 +84,7 @@ class Settings:
     forward_batch: int
     threads: int
     fast_riemann: bool
+    diagnose: bool
     seed: int
     work: str
 
@@ -130,8 +134,12 @@ def configurations(cfg: Settings) -> dict[str, dict]:
     chosen = igos.IGOSOptions(**base).resolved(full_resolution_mask=False, default_regularizer="btv").ig_nodes
     configs = {"faithful": {**base, "mode": "faithful"}, f"fast (n = {chosen})": {**base, "mode": "fast"}}
     configs.update({f"fast, n = {n}": {**base, "mode": "fast", "ig_nodes": n} for n in cfg.fast_nodes if n != chosen})
-    if cfg.fast_riemann:
+    if cfg.fast_riemann or cfg.diagnose:
         configs["fast, riemann"] = {**base, "mode": "fast", "quadrature": "riemann"}
+    if cfg.diagnose:  # which fast lever moves the maps, and how far a change of seed alone moves them
+        configs["fast, no early stop"] = {**base, "mode": "fast", "early_stop": False}
+        configs["fast, no warm start"] = {**base, "mode": "fast", "warm_start": False}
+        configs["fast, another seed"] = {**base, "mode": "fast", SEED_OFFSET: ANOTHER_SEED}
     return configs
 
 
@@ -144,9 +152,11 @@ def explain_all(model: nn.Module, images: Tensor, cfg: Settings) -> dict[str, di
         chunk = images[start:start + cfg.explain_batch]
         seeds = list(range(cfg.seed + start, cfg.seed + start + len(chunk)))
         for name, options in configs.items():
+            options = dict(options)
+            offset = options.pop(SEED_OFFSET, 0)
             began = time.perf_counter()
-            explanation = igos.explain(model, chunk, method="igos++", mask_size=cfg.mask_size, seed=seeds,
-                                       batch_size=cfg.forward_batch, **options)
+            explanation = igos.explain(model, chunk, method="igos++", mask_size=cfg.mask_size,
+                                       seed=[seed + offset for seed in seeds], batch_size=cfg.forward_batch, **options)
             record = out[name]
             record["seconds"].append(time.perf_counter() - began)
             record["sizes"].append(len(chunk))
@@ -173,7 +183,7 @@ def paired(values: Sequence[float], reference: Sequence[float]) -> dict[str, flo
 
 def summarise(runs: dict[str, dict]) -> dict[str, dict]:
     """Per configuration: s/image, passes and iterations per image, mean AUCs and the paired differences."""
-    faithful = runs["faithful"]
+    faithful, fast = runs["faithful"], next(run for name, run in runs.items() if name.startswith("fast (n ="))
     median_faithful = statistics.median(s / n for s, n in zip(faithful["seconds"], faithful["sizes"], strict=True))
     summary = {}
     for name, run in runs.items():
@@ -186,6 +196,8 @@ def summarise(runs: dict[str, dict]) -> dict[str, dict]:
             "insertion_mean": float(np.mean(run["insertion"])), "deletion_mean": float(np.mean(run["deletion"])),
             "insertion_vs_faithful": paired(run["insertion"], faithful["insertion"]),
             "deletion_vs_faithful": paired(run["deletion"], faithful["deletion"]),
+            "insertion_vs_fast": paired(run["insertion"], fast["insertion"]),
+            "deletion_vs_fast": paired(run["deletion"], fast["deletion"]),
         }
     return summary
 
@@ -203,7 +215,10 @@ def report(cfg: Settings, env: dict, info: dict, errors: dict, summary: dict, se
              f"{s['speedup_vs_faithful']:.2f}×", f"{s['forwards_per_image']:.0f}", f"{s['backwards_per_image']:.0f}",
              f"{s['iterations_mean']:.1f}", f"{s['insertion_mean']:.4f}", f"{s['deletion_mean']:.4f}",
              "" if name == "faithful" else interval(s["insertion_vs_faithful"]),
-             "" if name == "faithful" else interval(s["deletion_vs_faithful"])] for name, s in summary.items()]
+             "" if name == "faithful" else interval(s["deletion_vs_faithful"]),
+             "" if name.startswith(("faithful", "fast (n =")) else interval(s["insertion_vs_fast"]),
+             "" if name.startswith(("faithful", "fast (n =")) else interval(s["deletion_vs_fast"])]
+            for name, s in summary.items()]
     validation = info["validation"]
     return "\n".join([
         "# iGOS++ on a trained classifier: quadrature, and fast vs faithful", "",
@@ -222,10 +237,11 @@ def report(cfg: Settings, env: dict, info: dict, errors: dict, summary: dict, se
         "", f"## 2. Fast vs faithful on {summary['faithful']['images']} other test images", "",
         "s/image (median): median over chunks of chunk time / images; speed-up: faithful's median / this one's. "
         "Insertion higher and deletion lower are better; Δ: paired mean of (this − faithful) with its 95 % t "
-        "interval.", "",
+        "interval; \"vs fast\": the same against the fast row (for \"another seed\": what the seed alone changes).", "",
         markdown_table(rows, ["configuration", "images", "s/image (median)", "s/image (mean)", "speed-up",
                               "forwards/image", "backwards/image", "iterations", "insertion", "deletion",
-                              "Δ insertion [95 % CI]", "Δ deletion [95 % CI]"]),
+                              "Δ insertion [95 % CI]", "Δ deletion [95 % CI]", "Δ insertion vs fast",
+                              "Δ deletion vs fast"]),
         "", f"Total wall time: {seconds:.0f} s.", ""])
 
 
@@ -238,6 +254,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
     parser.add_argument("--forward-batch", type=int, default=64, help="images per model forward pass")
     parser.add_argument("--fast-riemann", action="store_true",
                         help="also fast mode on the Riemann sum (isolates the quadrature's effect; ~15 min more)")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="also fast mode on the Riemann sum, without early stop, without warm start, and with "
+                        "another seed (the seed's own effect on the maps); ~25 min more")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-igos-trained",
                         help="dataset and checkpoint cache")
@@ -248,7 +267,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
               for name, default in defaults.items()}
     values["fast_nodes"] = tuple(int(n) for n in str(values["fast_nodes"]).split(",") if n)
     work = args.work / "quick" if args.quick else args.work
-    return Settings(**values, forward_batch=args.forward_batch, fast_riemann=args.fast_riemann, seed=args.seed,
+    return Settings(**values, forward_batch=args.forward_batch, fast_riemann=args.fast_riemann,
+                    diagnose=args.diagnose, seed=args.seed,
                     work=str(work)), args
 
 

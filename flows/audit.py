@@ -29,6 +29,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -50,6 +51,7 @@ from flows.probes_stage import probe_outputs, run_probes
 from flows.progress import stage, stage_times
 from flows.results import current_run_folder, run_result_storage
 from flows.rundir import RunLock
+from flows.settings import one_api_server
 from flows.summary import publish_artifacts, write_changes, write_rejected, write_summary, write_timings
 from flows.tasks import (
     Data,
@@ -277,8 +279,11 @@ def build_flow(config: RunConfig) -> Flow:
 
 
 def run_audit(config: RunConfig) -> dict:
-    """Run the audit into `config.run_dir` (`build_flow`); returns the headline numbers (summary.json)."""
-    return build_flow(config)(config)
+    """Run the audit into `config.run_dir` (`build_flow`); returns the headline numbers (summary.json). On a
+    Dask cluster the workers report to this process's Prefect API server (`flows.settings.one_api_server`)."""
+    on_dask = config.runner.dask_address is not None or config.runner.dask_workers is not None
+    with one_api_server() if on_dask else nullcontext():
+        return build_flow(config)(config)
 
 
 def describe_task_runner(runner: object) -> str:

@@ -8,6 +8,8 @@ start-up timeout for loaded machines. Values the user has already set are kept.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 OFFLINE = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -24,3 +26,26 @@ def use_offline_prefect(*, verbose: bool = False) -> None:
         os.environ.setdefault(name, value)
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+
+
+@contextmanager
+def one_api_server() -> Iterator[None]:
+    """Within the block, this process and every process it hands a task to use one Prefect API server.
+
+    With PREFECT_API_URL unset, each process that runs a flow or task starts Prefect's temporary API server of
+    its own, so every worker of a local Dask cluster would start one (tens of seconds and a few hundred MB
+    each, against the same database). Here the temporary server is started once in this process and the URL
+    set for the block; Dask workers receive it with the settings sent along with each task. With
+    PREFECT_API_URL set (a real server), nothing changes. The server stops when this process exits.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the process's temporary server (one per process), started if not yet
+    server.start()
+    with temporary_settings({PREFECT_API_URL: server.api_url}):
+        yield

@@ -1,15 +1,15 @@
 """SIGTERM and SIGHUP end the CLI's child processes before the CLI itself.
 
 Without PREFECT_API_URL the first flow starts Prefect's temporary API server as a child process, which
-only an atexit handler stops; a local Dask cluster adds worker processes, each of which may start a
-temporary server of its own. A process killed by a signal runs no atexit handler, so those processes would
+only an atexit handler stops; a local Dask cluster adds worker processes (which report to that server:
+`flows.settings.one_api_server`). A process killed by a signal runs no atexit handler, so those processes would
 outlive it (a server still answering on its port). `end_children_on_termination` installs a handler that
 terminates every descendant of this process, waits `GRACE_SECONDS`, kills the rest, then dies of the same
 signal (the exit status still says "killed by SIGTERM"; a rerun resumes the run folder).
 
 Inside a flow run Prefect's own SIGTERM handler comes first: it marks the flow run crashed, lets a task running
 on the task runner finish, closes the Dask cluster (whose nannies kill workers slow to stop, orphaning their
-servers) and then hands the signal on to this one. On Linux this process is therefore a child subreaper:
+children) and then hands the signal on to this one. On Linux this process is therefore a child subreaper:
 orphaned descendants are re-parented to it, not to init, and are still its children when the handler runs.
 """
 
