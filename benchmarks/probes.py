@@ -50,7 +50,7 @@ from benchmarks.common import (
 from datasets import synthetic
 from datasets.atomic import write_bytes
 from datasets.images import read_image
-from pipeline.inpaint import inpaint
+from pipeline.inpaint import METHODS, inpaint
 from pipeline.probes import (
     VIEWS,
     ProbeConfig,
@@ -69,10 +69,11 @@ CLEAN_DILATE = 2  # pipeline.clean.CleanConfig's default dilation
 
 
 def leakage_films(films: Sequence[ProbeFilm], clean_of: dict[str, Path], out: Path, seed: int,
-                  cleaned_of: dict[str, tuple[Path, tuple]] | None = None) -> tuple[list[ProbeFilm], list[ProbeFilm]]:
+                  cleaned_of: dict[str, tuple[Path, tuple]] | None = None, method: str = "texture"
+                  ) -> tuple[list[ProbeFilm], list[ProbeFilm]]:
     """(cleaned, untouched): patients drawn into two groups; the first's films cleaned (`cleaned_of`: filename →
-    (cleaned film, its boxes) from a run; else the true boxes inpainted here into `out`), the second's never-texted
-    copies (`clean_of`). Films of the first group without a box are left out (nothing was cleaned)."""
+    (cleaned film, its boxes) from a run; else the true boxes inpainted here into `out` by `method`), the second's
+    never-texted copies (`clean_of`). Films of the first group without a box are left out (nothing was cleaned)."""
     rng = np.random.default_rng(seed)
     patients = sorted({film.patient_id for film in films})
     first = {patient for patient, draw in zip(patients, rng.random(len(patients)), strict=True) if draw < 0.5}
@@ -92,7 +93,7 @@ def leakage_films(films: Sequence[ProbeFilm], clean_of: dict[str, Path], out: Pa
             image = read_image(film.path)
             mask = box_mask(image.shape, [TextBox(*box, 1.0) for box in film.boxes], CLEAN_DILATE)
             path, boxes = out / film.split / film.filename, film.boxes
-            write_bytes(path, _png(inpaint(image, mask)))
+            write_bytes(path, _png(inpaint(image, mask, method)))
         cleaned.append(ProbeFilm(film.filename, film.patient_id, film.label, film.source, film.split, path, boxes))
     return cleaned, untouched
 
@@ -137,10 +138,10 @@ def measure(root: Path, scratch: Path, args: argparse.Namespace, settings: dict,
     started = time.perf_counter()
     probes = source_probes(films, VIEWS, config)
     cleaned, untouched = leakage_films(films, clean_of, scratch / "leak", args.seed,
-                                       None if run_dir is None else run_manifest(run_dir))
+                                       None if run_dir is None else run_manifest(run_dir), args.inpaint)
     leakage = leakage_probe(cleaned, untouched, config)
     from_source = label_from_source(records, n_resamples=settings["n_resamples"], seed=args.seed)
-    return {"settings": settings | {"shortcut": manifest["shortcut"], "seed": args.seed,
+    return {"settings": settings | {"shortcut": manifest["shortcut"], "seed": args.seed, "inpaint": args.inpaint,
                                     "run_dir": None if run_dir is None else str(run_dir)},
             "lung_masks_from_generator": sum(film.lungs is not None for film in films), "films": len(films),
             "source_probes": _records(probes.table), "sources": list(probes.sources),
@@ -174,7 +175,9 @@ def markdown(numbers: dict, command: str, env: dict) -> str:
         f"{settings['shortcut']} (0: hospitals independent of the label), seed {settings['seed']}; probe: small CNN at "
         f"64 px, {settings['epochs']} epochs; {settings['n_resamples']} patient-cluster bootstrap resamples; "
         f"{numbers['lung_masks_from_generator']} of {numbers['films']} films with the generator's lung mask; "
-        f"{numbers['seconds']} s", "",
+        f"{numbers['seconds']} s; leakage films cleaned "
+        + ("by the run (covidx_pp/)" if settings["run_dir"] else f"here: true boxes, inpaint {settings['inpaint']!r}"),
+        "",
         "## Source probes (mean one-vs-rest AUC over the hospitals, test split)", "",
         markdown_table([(row["view"], str(row["n"]), _number(row["auc"]), _interval(row)) for row in probes],
                        ("view", "films", "AUC", "95 % interval")), "",
@@ -208,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                                                      "covidx_pp/) instead of generating a dataset")
     parser.add_argument("--shortcut", type=float, default=0.0, help="the generator's shortcut (default 0)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--inpaint", choices=METHODS, default="texture",
+                        help="without --run-dir: how the leakage probe's films are cleaned (default: COVIDx++'s)")
     parser.add_argument("--out", type=Path, default=RESULTS / "probes.md")
     args = parser.parse_args(argv)
     settings = dict(QUICK if args.quick else FULL)

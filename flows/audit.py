@@ -280,9 +280,10 @@ def build_flow(config: RunConfig) -> Flow:
 
 def run_audit(config: RunConfig) -> dict:
     """Run the audit into `config.run_dir` (`build_flow`); returns the headline numbers (summary.json). On a
-    Dask cluster the workers report to this process's Prefect API server (`flows.settings.one_api_server`)."""
-    on_dask = config.runner.dask_address is not None or config.runner.dask_workers is not None
-    with one_api_server() if on_dask else nullcontext():
+    local Dask cluster the workers report to this process's Prefect API server (`flows.settings.one_api_server`);
+    an existing cluster's workers need a PREFECT_API_URL they can reach (a temporary server listens on
+    127.0.0.1 only)."""
+    with one_api_server() if config.runner.dask_workers is not None else nullcontext():
         return build_flow(config)(config)
 
 
