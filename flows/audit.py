@@ -302,9 +302,14 @@ def make_task_runner(config: RunConfig) -> object:
     runner = config.runner
     if runner.dask_address is None and runner.dask_workers is None:
         return ThreadPoolTaskRunner(max_workers=1)
+    import dask
     from prefect_dask import DaskTaskRunner
 
     if runner.dask_address is not None:
         return DaskTaskRunner(address=runner.dask_address)
+    # Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_ set, which turns off glibc's adaptive mmap
+    # threshold: each large tensor is then mapped and unmapped anew, and iGOS++ ran 2.8x slower in a worker than
+    # in this process (docs/measurements.md §6). The local cluster's workers start without it.
+    dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
     return DaskTaskRunner(cluster_kwargs={"n_workers": runner.dask_workers, "threads_per_worker":
                                           runner.threads_per_worker, "processes": True, "dashboard_address": None})
