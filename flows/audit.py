@@ -308,8 +308,8 @@ def make_task_runner(config: RunConfig) -> object:
     if runner.dask_address is not None:
         return DaskTaskRunner(address=runner.dask_address)
     # Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_ set, which turns off glibc's adaptive mmap
-    # threshold: each large tensor is then mapped and unmapped anew, and iGOS++ ran 2.8x slower in a worker than
-    # in this process (docs/measurements.md §6). The local cluster's workers start without it.
+    # threshold: each large tensor is then mapped and unmapped anew, and iGOS++ in a one-thread worker took 2.7x
+    # the time of one thread in this process (docs/measurements.md §6). The local cluster's workers start without it.
     dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
     return DaskTaskRunner(cluster_kwargs={"n_workers": runner.dask_workers, "threads_per_worker":
                                           runner.threads_per_worker, "processes": True, "dashboard_address": None})

@@ -97,8 +97,8 @@ def _hints(source: pd.DataFrame) -> list[str]:
     if "lungs_masked" in overall.index and _above_chance(overall.loc["lungs_masked"]):
         hints.append(f"With the lung fields masked the source is still recognisable (AUC "
                      f"{_cell(overall.loc['lungs_masked'])}): the cue lies outside the lungs (burned-in text, "
-                     "markers, borders, corners, collimation); the COVIDx++ column shows how much of it cleaning "
-                     "removed.")
+                     "markers, borders, corners, collimation); the cleaned column (the COVIDx++ copies) shows how "
+                     "much of it cleaning removed.")
     return hints
 
 
