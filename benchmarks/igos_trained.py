@@ -198,6 +198,7 @@ def summarise(runs: dict[str, dict]) -> dict[str, dict]:
             "deletion_vs_faithful": paired(run["deletion"], faithful["deletion"]),
             "insertion_vs_fast": paired(run["insertion"], fast["insertion"]),
             "deletion_vs_fast": paired(run["deletion"], fast["deletion"]),
+            "insertion_per_image": run["insertion"], "deletion_per_image": run["deletion"],
         }
     return summary
 
