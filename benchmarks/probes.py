@@ -69,11 +69,12 @@ CLEAN_DILATE = 2  # pipeline.clean.CleanConfig's default dilation
 
 
 def leakage_films(films: Sequence[ProbeFilm], clean_of: dict[str, Path], out: Path, seed: int,
-                  cleaned_of: dict[str, tuple[Path, tuple]] | None = None, method: str = "texture"
+                  cleaned_of: dict[str, tuple[Path, tuple]] | None = None, method: str | None = "patch"
                   ) -> tuple[list[ProbeFilm], list[ProbeFilm]]:
     """(cleaned, untouched): patients drawn into two groups; the first's films cleaned (`cleaned_of`: filename →
-    (cleaned film, its boxes) from a run; else the true boxes inpainted here into `out` by `method`), the second's
-    never-texted copies (`clean_of`). Films of the first group without a box are left out (nothing was cleaned)."""
+    (cleaned film, its boxes) from a run; else the true boxes inpainted here into `out` by `method`; method None:
+    the text-free copy stands for a perfect fill, the probe's own floor), the second's never-texted copies
+    (`clean_of`). Films of the first group without a box are left out (nothing was cleaned)."""
     rng = np.random.default_rng(seed)
     patients = sorted({film.patient_id for film in films})
     first = {patient for patient, draw in zip(patients, rng.random(len(patients)), strict=True) if draw < 0.5}
@@ -90,12 +91,36 @@ def leakage_films(films: Sequence[ProbeFilm], clean_of: dict[str, Path], out: Pa
         else:
             if not film.boxes:
                 continue
+            if method is None:
+                cleaned.append(ProbeFilm(film.filename, film.patient_id, film.label, film.source, film.split,
+                                         clean_of[film.filename], film.boxes))
+                continue
             image = read_image(film.path)
             mask = box_mask(image.shape, [TextBox(*box, 1.0) for box in film.boxes], CLEAN_DILATE)
             path, boxes = out / film.split / film.filename, film.boxes
             write_bytes(path, _png(inpaint(image, mask, method)))
         cleaned.append(ProbeFilm(film.filename, film.patient_id, film.label, film.source, film.split, path, boxes))
     return cleaned, untouched
+
+
+def true_box_leakage(methods: Sequence[str | None], seed: int, scratch: Path, epochs: int = 10
+                     ) -> dict[str | None, float]:
+    """Method → the leakage probe's patch AUC on a small synthetic set (QUICK's 120 / 60 films at 128 px, `seed`)
+    whose true text boxes are filled by that method (None: the text-free copies, the probe's floor)."""
+    root = synthetic.generate(scratch / f"data-{seed}", n_train=QUICK["n_train"], n_test=QUICK["n_test"],
+                              image_size=QUICK["image_size"], seed=seed, shortcut=0.0)
+    films, clean_of = [], {}
+    for split in ("train", "test"):
+        truths = synthetic.read_truth(root, split)
+        films += films_from_records(synthetic.split_records(root, split), split,
+                                    boxes={truth.filename: truth.text_boxes for truth in truths})
+        clean_of.update({truth.filename: root / truth.clean for truth in truths})
+    config = ProbeConfig(image_size=64, work_size=QUICK["image_size"], epochs=epochs, n_resamples=0, seed=seed)
+    out = {}
+    for method in methods:
+        cleaned, untouched = leakage_films(films, clean_of, scratch / f"leak-{seed}-{method}", seed, method=method)
+        out[method] = leakage_probe(cleaned, untouched, config, variants=("patches",)).auc("patches")
+    return out
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -211,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                                      "covidx_pp/) instead of generating a dataset")
     parser.add_argument("--shortcut", type=float, default=0.0, help="the generator's shortcut (default 0)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--inpaint", choices=METHODS, default="texture",
+    parser.add_argument("--inpaint", choices=METHODS, default="patch",
                         help="without --run-dir: how the leakage probe's films are cleaned (default: COVIDx++'s)")
     parser.add_argument("--out", type=Path, default=RESULTS / "probes.md")
     args = parser.parse_args(argv)

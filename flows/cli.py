@@ -236,8 +236,9 @@ def clean(
     dst: Annotated[Path, typer.Argument(help="New folder for COVIDx++ (outside SRC).")],
     split: Annotated[list[str], typer.Option(help="Split file(s) relative to SRC (image folder: the name before "
                                                   "the last underscore).")],
-    method: Annotated[str, typer.Option(help="texture (default: keeps bone and noise texture), telea (the paper's), "
-                                             "ns, biharmonic, or black (box fill, for comparison).")] = "texture",
+    method: Annotated[str, typer.Option(help="patch (default: copies matching film from nearby; least trace), texture "
+                                             "(fine texture on a smooth fill), telea (the paper's), ns, biharmonic, "
+                                             "or black (box fill, for comparison).")] = "patch",
     keep_laterality: Annotated[bool, typer.Option(help="Leave lone L/R markers in place.")] = False,
 ) -> None:
     """Build COVIDx++: detect burned-in text and inpaint it into a copy of the dataset, with a manifest."""

@@ -5,9 +5,10 @@ detects text (`pipeline.text`; or takes the boxes already in the run's text/dete
 `detections=read_detections(...)`, so CRAFT runs once per image), refuses the boxes whose content is not
 text-like (`pipeline.inpaint.is_text_like`: anatomy, tubes, gradients; `text_guard`), rasterises the
 rest at the image's own resolution, grown over the whole of any circled marker they touch
-(`whole_markers`) and by `dilate` pixels, inpaints the mask (`method`; default "texture", which keeps
-bone and noise texture; "telea" with radius 10 is the paper that built COVIDx++; see pipeline.inpaint
-and benchmarks/results/cleaning.md) and writes the result under `dst_root` at the same relative path.
+(`whole_markers`) and by `dilate` pixels, inpaints the mask (`method`; default "patch", which copies the
+best-matching film nearby and leaves the least trace a classifier can learn; "telea" with radius 10 is the
+paper that built COVIDx++; see pipeline.inpaint and benchmarks/results/cleaning.md) and writes the result
+under `dst_root` at the same relative path.
 
 Every image is written the same way whether or not it had text (PNG and DICOM: cleaned ones as the source is
 stored, text-free ones as byte copies; JPEG: every one re-encoded by one path), so that no file-level trait
@@ -73,9 +74,11 @@ class CleanError(ValueError):
 class CleanConfig:
     """How text is removed.
 
-    method: "texture" (default: a smooth biharmonic fill of the low frequencies plus high-pass texture
-        copied from the best-matching film nearby; keeps bone and noise texture and does not smear at the
-        film's edge), "telea" (the paper's `cv2.INPAINT_TELEA`), "ns" (Navier–Stokes), "biharmonic"
+    method: "patch" (default: the best-matching window of film nearby copied whole and joined to the
+        hole's surroundings by a smooth correction; keeps structure of every scale, does not smear at the
+        film's edge, and leaves the least trace the cleaning-leakage probe finds), "texture" (a smooth
+        biharmonic fill of the low frequencies plus high-pass texture copied from nearby), "telea" (the
+        paper's `cv2.INPAINT_TELEA`), "ns" (Navier–Stokes), "biharmonic"
         (smooth) or "black" (fill with 0, the de-identification habit, for comparison: a black rectangle
         can become the next shortcut). Measured in benchmarks/results/cleaning.md; see pipeline.inpaint.
     radius: inpainting radius of "telea" and "ns" in pixels (paper: 10).
@@ -94,7 +97,7 @@ class CleanConfig:
     text: the detector's config (used when no detector is passed in).
     """
 
-    method: str = "texture"
+    method: str = "patch"
     radius: float = 10.0
     dilate: int = 2
     whole_markers: bool = True

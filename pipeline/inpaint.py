@@ -13,6 +13,13 @@ boxes are `pipeline.text.TextBox`es in the image's own pixels; every length is i
   whose high-pass standard deviation is within 25 % of the ring's). Bone and noise texture continue into
   the hole, where the other methods leave a smooth patch; a hole at the film's edge takes its texture from
   along the edge, so nothing is smeared from one side.
+- "patch": the unmasked window nearby whose pixels best match the hole's surrounding ring (the same search
+  as "texture", on the image itself) is copied whole, and the difference between the image and the copy on
+  the ring is carried into the hole by a biharmonic surface, so the copy meets its surroundings without a
+  seam. Structure of every scale continues into the hole (rib edges and gradients as well as grain), where
+  "texture" keeps only the finest (scales under `TEXTURE_SIGMA`) on a smooth surface: a small CNN told
+  "texture"-filled patches from untouched ones, and told "patch"-filled ones hardly better than the
+  text-free originals themselves (docs/probes.md).
 - "telea": OpenCV's Telea (fast marching), radius `radius` (the paper's setting: 10).
 - "ns": OpenCV's Navier–Stokes.
 - "biharmonic": `skimage.restoration.inpaint_biharmonic` of the image itself (smooth).
@@ -41,7 +48,7 @@ from pipeline.text import TextBox, box_mask
 
 LOG = logging.getLogger(__name__)
 
-METHODS = ("texture", "telea", "ns", "biharmonic", "black")
+METHODS = ("texture", "patch", "telea", "ns", "biharmonic", "black")
 # "texture": Gaussian sigma (px) of the low/high split, and the width (px) of the ring matched around a hole.
 TEXTURE_SIGMA = 2.0
 TEXTURE_RING = 4
@@ -80,8 +87,8 @@ def inpaint(image: np.ndarray, mask: np.ndarray, method: str = "texture", *, rad
             avoid: np.ndarray | None = None) -> np.ndarray:
     """`image` (H, W) float32 in [0, 1] with the pixels of `mask` (H, W) bool filled by `method` (see module doc).
 
-    radius: neighbourhood of "telea" and "ns" in pixels. avoid: (H, W) bool pixels that "texture" must not
-    copy from (text left in the image). Returns a new (H, W) float32 array in [0, 1]; pixels outside the mask
+    radius: neighbourhood of "telea" and "ns" in pixels. avoid: (H, W) bool pixels that "texture" and "patch"
+    must not copy from (text left in the image). Returns a new (H, W) float32 array in [0, 1]; pixels outside the mask
     are returned unchanged.
     """
     image = np.asarray(image, np.float32)
@@ -101,7 +108,8 @@ def inpaint(image: np.ndarray, mask: np.ndarray, method: str = "texture", *, rad
     elif method == "biharmonic":
         filled = _per_hole(image, mask, _biharmonic)
     else:
-        filled = _texture(image, mask, mask if avoid is None else mask | np.asarray(avoid, bool))
+        forbidden = mask if avoid is None else mask | np.asarray(avoid, bool)
+        filled = _texture(image, mask, forbidden) if method == "texture" else _patch(image, mask, forbidden)
     return np.where(mask, np.clip(filled, 0, 1), image).astype(np.float32)
 
 
@@ -185,9 +193,30 @@ def _texture(image: np.ndarray, mask: np.ndarray, forbidden: np.ndarray) -> np.n
     return smooth + texture
 
 
+def _patch(image: np.ndarray, mask: np.ndarray, forbidden: np.ndarray) -> np.ndarray:
+    """The "patch" fill of every hole of `mask`; nothing is copied from `forbidden` pixels. A hole with no
+    source window gets the biharmonic fill."""
+    known = np.where(forbidden, 0, image).astype(np.float32)
+    out = _per_hole(image, mask, _biharmonic)
+    for hole in _holes(mask):
+        source = _texture_source(known, forbidden, hole)
+        if source is None:
+            LOG.debug("no source window for a hole of %d px: smooth fill", hole.sum())
+            continue
+        target, (dy, dx) = source
+        rows, cols = target
+        copy = image[rows.start + dy : rows.stop + dy, cols.start + dx : cols.stop + dx]
+        inside, unknown = hole[target], forbidden[target]
+        # Only the seam's low frequencies are carried in: a biharmonic surface through noisy values overshoots.
+        seam = low_pass(np.where(unknown, 0, image[target] - copy).astype(np.float32), ~unknown, TEXTURE_SIGMA)
+        out[target] = np.where(inside, copy + _biharmonic(seam, unknown), out[target])
+    return out
+
+
 def _texture_source(high: np.ndarray, forbidden: np.ndarray, hole: np.ndarray
                     ) -> tuple[tuple[slice, slice], tuple[int, int]] | None:
-    """The hole's window (its bounding box plus the ring) and the offset (dy, dx) of the best source window.
+    """The hole's window (its bounding box plus the ring) and the offset (dy, dx) of the best source window:
+    the one whose `high` (the high-pass for "texture", the image for "patch") best matches the ring's.
 
     Sources lie wholly inside the image, overlap no forbidden pixel and have a high-pass standard deviation
     within _STD_FACTOR of the ring's (if any does; else the best match of all). None when no window fits.

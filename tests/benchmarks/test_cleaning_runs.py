@@ -35,3 +35,11 @@ def test_quick_real_text_benchmark_writes_its_table(tmp_path):
     text = out.read_text()
     assert "## test films (3 films" in text and "## tune films (3 films" in text
     assert text.count("| default |") == 3  # the settings table and one row per part
+
+
+def test_true_box_leakage_finds_a_black_fill_and_reads_the_text_free_copies_near_chance(tmp_path):
+    from benchmarks.probes import true_box_leakage
+
+    auc = true_box_leakage(["black", None], seed=100, scratch=tmp_path)
+    assert auc["black"] >= 0.9  # a black box is the plainest trace there is
+    assert abs(auc[None] - 0.5) < 0.2  # identical pictures on both sides: only the probe's own noise

@@ -85,11 +85,15 @@ def test_every_method_fills_only_the_mask(method):
     assert np.abs(out[mask] - image[mask]).max() > 0.3  # the white text is gone
 
 
-def test_texture_fill_keeps_the_films_texture_where_smooth_fills_leave_a_flat_patch():
+COPYING = ("texture", "patch")  # the fills that copy the film's own texture into the hole
+
+
+@pytest.mark.parametrize("method", COPYING)
+def test_copying_fills_keep_the_films_texture_where_smooth_fills_leave_a_flat_patch(method):
     for seed in range(3):
         image, clean, box = text_on_film(seed)
         mask = box_mask(image.shape, [box], 2)
-        texture, telea, smooth = (inpaint(image, mask, method) for method in ("texture", "telea", "biharmonic"))
+        texture, telea, smooth = (inpaint(image, mask, name) for name in (method, "telea", "biharmonic"))
         assert 0.7 <= texture_ratio(texture, mask) <= 1.3, texture_ratio(texture, mask)
         assert texture_ratio(telea, mask) < 0.5 and texture_ratio(smooth, mask) < 0.5
         assert 0.9 <= texture_ratio(clean, mask) <= 1.1  # the measure itself: the clean film has its own texture
@@ -99,26 +103,42 @@ def test_texture_fill_keeps_the_films_texture_where_smooth_fills_leave_a_flat_pa
         assert psnr(texture, clean, mask) > psnr(smooth, clean, mask) - 3
 
 
-def test_text_at_the_film_edge_is_filled_without_a_smear():
+@pytest.mark.parametrize("method", COPYING)
+def test_text_at_the_film_edge_is_filled_without_a_smear(method):
     clean = textured_film(seed=4)
     height = clean.shape[0]
     image, truth = burn(clean, "12/03/2020", 100, height - 15, 13)
     box = TextBox(truth.x0, truth.y0, truth.x1, height, 1.0)  # the box runs to the bottom edge
     mask = box_mask(image.shape, [box], 2)
-    texture, telea = inpaint(image, mask, "texture"), inpaint(image, mask, "telea")
+    texture, telea = inpaint(image, mask, method), inpaint(image, mask, "telea")
     assert vertical_activity(telea, mask) < 0.5  # Telea pulls the top row down the columns
     assert 0.7 <= vertical_activity(texture, mask) <= 1.3
     assert 0.7 <= texture_ratio(texture, mask) <= 1.3
     assert psnr(texture, clean, mask) > psnr(telea, clean, mask)
 
 
-def test_texture_is_never_copied_from_avoided_pixels():
+@pytest.mark.parametrize("method", COPYING)
+def test_texture_is_never_copied_from_avoided_pixels(method):
     image, _, box = text_on_film(seed=1)
     other, kept = burn(image, "L", 200, 180, 24)  # a letter left in the image (laterality policy)
     mask = box_mask(image.shape, [box], 2)
     avoid = box_mask(image.shape, [TextBox(kept.x0, kept.y0, kept.x1, kept.y1, 1.0)], 2)
-    out = inpaint(other, mask, "texture", avoid=avoid)
+    out = inpaint(other, mask, method, avoid=avoid)
     assert out[mask].max() < 0.9  # no white stroke of the "L" copied in
+
+
+def test_patch_fill_continues_structure_coarser_than_the_texture_fills_high_pass():
+    """Bands of a 16-px period (far coarser than TEXTURE_SIGMA) crossing a 24-px hole: "patch" copies them
+    from a window a whole number of periods away; "texture" smooths them over (its low part is biharmonic)."""
+    rng = np.random.default_rng(0)
+    x = np.arange(256, dtype=np.float32)
+    clean = np.clip(0.5 + 0.15 * np.sin(2 * np.pi * x / 16)[None, :] + rng.normal(0, 0.01, (192, 256)), 0, 1)
+    clean = clean.astype(np.float32)
+    mask = np.zeros(clean.shape, bool)
+    mask[84:108, 116:140] = True
+    patch, texture = inpaint(clean, mask, "patch"), inpaint(clean, mask, "texture")
+    assert psnr(patch, clean, mask) > 30  # the bands go on through the hole (noise 0.01: about 37 dB)
+    assert psnr(patch, clean, mask) > psnr(texture, clean, mask) + 6
 
 
 def test_inpaint_refuses_bad_arguments():
@@ -177,11 +197,12 @@ def test_on_real_films_the_marker_is_text_like_and_a_vertebra_and_tubes_are_not(
     assert not is_text_like(tubes, TextBox(*TUBE_CONNECTOR, 1.0))
 
 
-def test_a_real_circled_marker_leaves_no_ring():
+@pytest.mark.parametrize("method", COPYING)
+def test_a_real_circled_marker_leaves_no_ring(method):
     film = real_film(FILM_D_ON_BONE)
     box = TextBox(*MARKER_D, 1.0)
     mask = overlay_mask(film, [box], 2)
-    out = inpaint(film, mask, "texture")
+    out = inpaint(film, mask, method)
     x0, y0, x1, y1 = MARKER_D
     region = out[y0 - 8 : y1 + 8, x0 - 8 : x1 + 8]
     around = film[y0 - 30 : y1 + 30, x0 - 30 : x1 + 30]
