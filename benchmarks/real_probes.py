@@ -277,6 +277,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "real_probes.md")
     args = parser.parse_args(argv)
+    if not (args.images / "..").joinpath("metadata.csv").is_file():
+        parser.error(f"{args.images}: no real films with a metadata.csv beside them (set --images or "
+                     "$CXR_AUDIT_REAL_FILMS)")
     settings = {"epochs": 3 if args.quick else 12, "n_resamples": 50 if args.quick else 1000, "seed": args.seed}
     config = ProbeConfig(image_size=64, work_size=256, epochs=settings["epochs"], n_resamples=settings["n_resamples"],
                          seed=args.seed)
