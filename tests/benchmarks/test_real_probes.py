@@ -15,7 +15,7 @@ def film(index: int, *, marked: bool = True, other: tuple[int, int, int, int] | 
     if marked:
         image[10:26, 10:26] = 1.0
     annotated = ((10, 10, 26, 26),) + ((other,) if other else ())
-    return Film(f"f{index}.png", f"p{index}", "COVID-19" if index % 2 else "No finding", image,
+    return Film(f"f{index}.png", f"p{index}", "COVID-19" if index % 2 else "No finding", "AP", image,
                 (TextBox(10, 10, 26, 26, 1.0),), annotated)
 
 
