@@ -195,12 +195,12 @@ def label_films(films: Sequence[Film], split: dict[str, str], cleaned: dict[str,
 
 def label_from_view(films: Sequence[Film], split: dict[str, str], config: ProbeConfig) -> dict:
     """The view alone as the label's score on the test patients' labelled films: AP (portable, sitting, supine:
-    the sicker patients) for COVID-19, PA for No finding. AUC_COLUMNS of the COVID-19 row."""
+    the sicker patients) for COVID-19, PA for No finding. AUC_COLUMNS of the "all" row (n: every test film)."""
     test = [film for film in films if film.finding in LABELS and split[film.patient] == "test"]
     ap = np.array([film.view == "AP" for film in test], float)
     table = auc_table(np.stack([ap, 1 - ap], axis=1), np.array([LABELS.index(film.finding) for film in test]),
                       LABELS, [film.patient for film in test], n_resamples=config.n_resamples, seed=config.seed)
-    row = table[table.stratum == LABELS[0]].iloc[0]
+    row = table[table.stratum == "all"].iloc[0]
     return {key: row[key].item() if hasattr(row[key], "item") else row[key] for key in AUC_COLUMNS[1:]}
 
 
@@ -244,8 +244,10 @@ def _number(value: float | None) -> str:
 
 
 def _interval(row: dict) -> str:
-    return "–" if row.get("ci_low") is None or row.get("ci_high") is None else \
-        f"{_number(row['ci_low'])}–{_number(row['ci_high'])}"
+    bounds = (row.get("ci_low"), row.get("ci_high"))
+    if any(value is None or (isinstance(value, float) and math.isnan(value)) for value in bounds):
+        return "–"
+    return f"{_number(bounds[0])}–{_number(bounds[1])}"
 
 
 def _reading(row: dict) -> str:
