@@ -197,11 +197,12 @@ def _patch(image: np.ndarray, mask: np.ndarray, forbidden: np.ndarray) -> np.nda
     """The "patch" fill of every hole of `mask`; nothing is copied from `forbidden` pixels. A hole with no
     source window gets the biharmonic fill."""
     known = np.where(forbidden, 0, image).astype(np.float32)
-    out = _per_hole(image, mask, _biharmonic)
+    out, unmatched = image.astype(np.float32), np.zeros_like(mask)
     for hole in _holes(mask):
         source = _texture_source(known, forbidden, hole)
         if source is None:
             LOG.debug("no source window for a hole of %d px: smooth fill", hole.sum())
+            unmatched |= hole
             continue
         target, (dy, dx) = source
         rows, cols = target
@@ -210,7 +211,7 @@ def _patch(image: np.ndarray, mask: np.ndarray, forbidden: np.ndarray) -> np.nda
         # Only the seam's low frequencies are carried in: a biharmonic surface through noisy values overshoots.
         seam = low_pass(np.where(unknown, 0, image[target] - copy).astype(np.float32), ~unknown, TEXTURE_SIGMA)
         out[target] = np.where(inside, copy + _biharmonic(seam, unknown), out[target])
-    return out
+    return _per_hole(out, unmatched, _biharmonic) if unmatched.any() else out
 
 
 def _texture_source(high: np.ndarray, forbidden: np.ndarray, hole: np.ndarray

@@ -208,3 +208,10 @@ def test_a_real_circled_marker_leaves_no_ring(method):
     around = film[y0 - 30 : y1 + 30, x0 - 30 : x1 + 30]
     # No black disc, white ring or dark outline is left: the region stays within the film's range around it.
     assert np.percentile(around, 1) - 0.05 <= region.min() and region.max() <= np.percentile(around, 99) + 0.05
+
+
+def test_patch_fill_falls_back_to_the_smooth_fill_where_no_window_fits():
+    film = textured_film(40, 40, seed=6)
+    mask = np.zeros(film.shape, bool)
+    mask[5:35, 5:35] = True  # no 38×38 source window fits beside this hole in a 40×40 film
+    np.testing.assert_allclose(inpaint(film, mask, "patch"), inpaint(film, mask, "biharmonic"), atol=1e-6)
