@@ -279,8 +279,8 @@ def markdown(numbers: dict, command: str, env: dict) -> str:
                                       "train pictures", "AUC", "95 % interval", "reading")), "",
         "## 2. The label within the source (COVID-19 against No finding)", "",
         f"{numbers['labelled']['COVID-19']} COVID-19 and {numbers['labelled']['No finding']} No finding films; "
-        "the probe trained on the train patients' films, AUC on the test patients' (the smaller class's count "
-        "is n).", "",
+        "the probe trained on the train patients' films, AUC on the test patients' films (n: "
+        "all of them).", "",
         markdown_table([*label_rows, ("the view alone (AP for COVID-19; metadata.csv, no probe)", str(by_view["n"]),
                                       _number(by_view["auc"]), _interval(by_view), _reading(by_view))],
                        ("view", "n", "AUC", "95 % interval", "reading")), "",
