@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 import yaml
 from torch import Tensor, nn
@@ -120,6 +122,14 @@ def write_results(markdown_path: Path, result: dict, report: str) -> None:
     write_report(markdown_path, report)
     print(report)
     print(f"written to {markdown_path} and {markdown_path.with_suffix('.json')}", file=sys.stderr)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """An (H, W) float image in [0, 1] as 8-bit grayscale PNG bytes."""
+    ok, encoded = cv2.imencode(".png", np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8))
+    if not ok:
+        raise OSError("OpenCV could not encode a PNG")
+    return encoded.tobytes()
 
 
 def markdown_table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:

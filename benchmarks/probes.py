@@ -33,7 +33,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 
@@ -44,6 +43,7 @@ from benchmarks.common import (
     load_average,
     load_note,
     markdown_table,
+    png_bytes,
     program,
     write_results,
 )
@@ -98,7 +98,7 @@ def leakage_films(films: Sequence[ProbeFilm], clean_of: dict[str, Path], out: Pa
             image = read_image(film.path)
             mask = box_mask(image.shape, [TextBox(*box, 1.0) for box in film.boxes], CLEAN_DILATE)
             path, boxes = out / film.split / film.filename, film.boxes
-            write_bytes(path, _png(inpaint(image, mask, method)))
+            write_bytes(path, png_bytes(inpaint(image, mask, method)))
         cleaned.append(ProbeFilm(film.filename, film.patient_id, film.label, film.source, film.split, path, boxes))
     return cleaned, untouched
 
@@ -121,13 +121,6 @@ def true_box_leakage(methods: Sequence[str | None], seed: int, scratch: Path, ep
         cleaned, untouched = leakage_films(films, clean_of, scratch / f"leak-{seed}-{method}", seed, method=method)
         out[method] = leakage_probe(cleaned, untouched, config, variants=("patches",)).auc("patches")
     return out
-
-
-def _png(image: np.ndarray) -> bytes:
-    ok, encoded = cv2.imencode(".png", np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8))
-    if not ok:
-        raise OSError("OpenCV could not encode a PNG")
-    return encoded.tobytes()
 
 
 def run_manifest(run_dir: Path) -> dict[str, tuple[Path, tuple]]:

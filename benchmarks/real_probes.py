@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
@@ -50,6 +49,7 @@ from benchmarks.common import (
     load_average,
     load_note,
     markdown_table,
+    png_bytes,
     program,
     real_films_dir,
     write_results,
@@ -187,7 +187,7 @@ def label_films(films: Sequence[Film], split: dict[str, str], cleaned: dict[str,
             continue
         path = folder / film.name
         if not path.is_file():
-            write_bytes(path, _png(film.image))
+            write_bytes(path, png_bytes(film.image))
         out.append(ProbeFilm(film.name, film.patient, film.finding, film.finding, split[film.patient], path,
                              tuple((b.x0, b.y0, b.x1, b.y1) for b in film.boxes), cleaned=cleaned[film.name]))
     return out
@@ -204,13 +204,6 @@ def label_from_view(films: Sequence[Film], split: dict[str, str], config: ProbeC
     return {key: row[key].item() if hasattr(row[key], "item") else row[key] for key in AUC_COLUMNS[1:]}
 
 
-def _png(image: np.ndarray) -> bytes:
-    ok, encoded = cv2.imencode(".png", np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8))
-    if not ok:
-        raise OSError("OpenCV could not encode a PNG")
-    return encoded.tobytes()
-
-
 def measure(films: Sequence[Film], config: ProbeConfig, scratch: Path) -> dict:
     split = patient_split(films, config.seed)
     versions = {fill: {film.name: clean_image(film.image, film.boxes, CleanConfig(method=fill))[0]
@@ -222,7 +215,7 @@ def measure(films: Sequence[Film], config: ProbeConfig, scratch: Path) -> dict:
     cleaned_paths = {}
     for film in films:
         cleaned_paths[film.name] = scratch / "cleaned" / film.name
-        write_bytes(cleaned_paths[film.name], _png(versions[FILLS[0]][film.name]))
+        write_bytes(cleaned_paths[film.name], png_bytes(versions[FILLS[0]][film.name]))
     labelled = label_films(films, split, cleaned_paths, scratch / "films")
     probes = source_probes(labelled, LABEL_VIEWS, config)
     return {"view_by_label": {label: {view: sum(f.finding == label and f.view == view for f in films)
