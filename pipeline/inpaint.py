@@ -15,11 +15,11 @@ boxes are `pipeline.text.TextBox`es in the image's own pixels; every length is i
   along the edge, so nothing is smeared from one side.
 - "patch": the unmasked window nearby whose pixels best match the hole's surrounding ring (the same search
   as "texture", on the image itself) is copied whole, and the difference between the image and the copy on
-  the ring is carried into the hole by a biharmonic surface, so the copy meets its surroundings without a
-  seam. Structure of every scale continues into the hole (rib edges and gradients as well as grain), where
-  "texture" keeps only the finest (scales under `TEXTURE_SIGMA`) on a smooth surface: a small CNN told
-  "texture"-filled patches from untouched ones, and told "patch"-filled ones hardly better than the
-  text-free originals themselves (docs/probes.md).
+  the ring, low-passed (`TEXTURE_SIGMA`), is carried into the hole by a biharmonic surface, so the copy meets
+  its surroundings without a seam. Structure of every scale continues into the hole (rib edges and
+  gradients as well as grain), where "texture" keeps only the finest (scales under `TEXTURE_SIGMA`) on a
+  smooth surface: a small CNN told "texture"-filled patches from untouched ones, and told "patch"-filled
+  ones hardly better than the text-free originals themselves (docs/probes.md).
 - "telea": OpenCV's Telea (fast marching), radius `radius` (the paper's setting: 10).
 - "ns": OpenCV's Navier–Stokes.
 - "biharmonic": `skimage.restoration.inpaint_biharmonic` of the image itself (smooth).
@@ -49,7 +49,8 @@ from pipeline.text import TextBox, box_mask
 LOG = logging.getLogger(__name__)
 
 METHODS = ("texture", "patch", "telea", "ns", "biharmonic", "black")
-# "texture": Gaussian sigma (px) of the low/high split, and the width (px) of the ring matched around a hole.
+# "texture": Gaussian sigma (px) of the low/high split ("patch": of the seam's low-pass); both: the width (px) of
+# the ring matched around a hole.
 TEXTURE_SIGMA = 2.0
 TEXTURE_RING = 4
 # Candidate texture sources lie within this many hole sizes of the hole (at least _MIN_SEARCH px).
@@ -83,7 +84,7 @@ MIN_JUDGED = 8
 # ---- filling ----------------------------------------------------------------------------------------
 
 
-def inpaint(image: np.ndarray, mask: np.ndarray, method: str = "texture", *, radius: float = 10.0,
+def inpaint(image: np.ndarray, mask: np.ndarray, method: str = "patch", *, radius: float = 10.0,
             avoid: np.ndarray | None = None) -> np.ndarray:
     """`image` (H, W) float32 in [0, 1] with the pixels of `mask` (H, W) bool filled by `method` (see module doc).
 
