@@ -139,6 +139,7 @@ def configurations(cfg: Settings) -> dict[str, dict]:
     if cfg.diagnose:  # which fast lever moves the maps, and how far a change of seed alone moves them
         configs["fast, no early stop"] = {**base, "mode": "fast", "early_stop": False}
         configs["fast, no warm start"] = {**base, "mode": "fast", "warm_start": False}
+        configs["fast, fresh noise"] = {**base, "mode": "fast", "common_noise": False}
         configs["fast, another seed"] = {**base, "mode": "fast", SEED_OFFSET: ANOTHER_SEED}
     return configs
 
@@ -256,8 +257,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
     parser.add_argument("--fast-riemann", action="store_true",
                         help="also fast mode on the Riemann sum (isolates the quadrature's effect; ~15 min more)")
     parser.add_argument("--diagnose", action="store_true",
-                        help="also fast mode on the Riemann sum, without early stop, without warm start, and with "
-                        "another seed (the seed's own effect on the maps); ~25 min more")
+                        help="also fast mode on the Riemann sum, without early stop, without warm start, with fresh "
+                        "noise at every evaluation (as faithful) and with another seed (the seed's own effect on the "
+                        "maps); ~35 min more")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-igos-trained",
                         help="dataset and checkpoint cache")
