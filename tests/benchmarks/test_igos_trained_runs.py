@@ -9,7 +9,8 @@ def test_quick_benchmark_writes_its_tables(tmp_path):
     out = tmp_path / "trained.md"
     assert module.main(["--quick", "--out", str(out), "--work", str(tmp_path / "work"), "--diagnose"]) == 0
     text = out.read_text()
-    for row in ("faithful", "fast, riemann", "fast, no early stop", "fast, no warm start", "fast, another seed"):
+    for row in ("faithful", "fast, riemann", "fast, no early stop", "fast, no warm start", "fast, fresh noise",
+                "fast, another seed"):
         assert f"| {row} |" in text
     result = json.loads(out.with_suffix(".json").read_text())
     errors = result["integral_errors"]["final"]
