@@ -73,15 +73,18 @@ def write_changes(run_dir: Path, inventory: pd.DataFrame) -> dict | None:
 
 def probe_summary(run_dir: Path) -> dict:
     """summary.json's PROBE_KEYS from probes/ (flows/probes_stage.py): the mean source-probe AUC per view with
-    its n, the leakage AUC per variant, the source-alone accuracy per split (fitted on train) and the verdict
+    its n, the leakage AUC per variant with its n (the smaller of the cleaned and compared test pictures: an AUC
+    of n = 3 is no finding), the source-alone accuracy per split (fitted on train) and the verdict
     (reports.probes_section.shortcut_verdict); a key is None where its probe was skipped."""
     tables = {name: pd.read_csv(run_dir / "probes" / f"{name}.csv")
               for name in ("source", "leakage", "label_from_source")}
     overall = tables["source"][tables["source"].stratum == "all"]
     accuracy = tables["label_from_source"].query("fitted_on == 'train' and metric == 'accuracy'")
+    leakage = tables["leakage"]
     return {"source_probe_auc": {**{row.view: round(float(row.auc), 4) for row in overall.itertuples()},
                                  "n": int(overall.n.max())} if len(overall) else None,
-            "leakage_auc": {row.variant: round(float(row.auc), 4) for row in tables["leakage"].itertuples()} or None,
+            "leakage_auc": {**{row.variant: round(float(row.auc), 4) for row in leakage.itertuples()},
+                            "n": {row.variant: int(row.n) for row in leakage.itertuples()}} if len(leakage) else None,
             "label_from_source": {row.split: round(float(row.value), 4) for row in accuracy.itertuples()} or None,
             "shortcut_removed": shortcut_verdict(tables["source"], tables["leakage"])}
 

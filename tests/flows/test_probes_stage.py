@@ -83,6 +83,9 @@ def test_the_summary_gets_the_probes_keys_and_keeps_the_others(probed_run, local
     assert set(aucs) == {*VIEWS, "n"} and aucs["n"] == 12
     assert all(0 <= aucs[view] <= 1 for view in VIEWS)
     assert set(summary["label_from_source"]) == {"train", "test", "test_decorrelated"}
+    leakage = pd.read_csv(run_dir / "probes" / "leakage.csv")  # each variant's AUC beside its n
+    leaks = {variant: round(float(auc), 4) for variant, auc in zip(leakage.variant, leakage.auc, strict=True)}
+    assert summary["leakage_auc"] == {**leaks, "n": dict(zip(leakage.variant, leakage.n, strict=True))}
     # 12 test films over four hospitals: no source has the 10 films a verdict needs
     assert summary["shortcut_removed"].startswith("Cannot say: fewer than 10 test films per source (")
 
