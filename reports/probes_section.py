@@ -113,16 +113,16 @@ def _source_table(source: pd.DataFrame) -> pd.DataFrame:
 
 
 def _leakage_tables(leakage: pd.DataFrame, correlation: pd.DataFrame) -> list[Table]:
-    auc = pd.DataFrame({"variant": leakage["variant"], "cleaned films": leakage["positives"].map(number),
-                        "never-texted films": leakage["negatives"].map(number),
+    auc = pd.DataFrame({"variant": leakage["variant"], "cleaned (test pictures)": leakage["positives"].map(number),
+                        "never-texted (test pictures)": leakage["negatives"].map(number),
                         "AUC of cleaned [95 %] (n)": [_cell(row) for _, row in leakage.iterrows()]})
     follows = pd.DataFrame({
         "variant": correlation["variant"], "label": correlation["label"], "films": correlation["films"].map(number),
         "cleaned share": correlation["cleaned_share"].map(number),
         "correlation of score and label [95 %] (n)": [
             with_ci(row["correlation"], row["ci_low"], row["ci_high"], row["n"]) for _, row in correlation.iterrows()]})
-    return [Table("Cleaning leakage: can a probe tell a cleaned film from a never-texted one? (test films; 0.5 is "
-                  "chance)", auc),
+    return [Table("Cleaning leakage: can a probe tell a cleaned film from a never-texted one? (test split; a picture "
+                  "is a whole film, or a patch around one box; 0.5 is chance)", auc),
             Table("Does the leak follow the label? Per label: its share of cleaned films and the correlation of the "
                   "probe's score with it", follows)]
 
