@@ -112,19 +112,27 @@ def _source_table(source: pd.DataFrame) -> pd.DataFrame:
         columns={"stratum": "source"}).rename_axis(columns=None)
 
 
-def _leakage_tables(leakage: pd.DataFrame, correlation: pd.DataFrame) -> list[Table]:
+def _leakage_tables(leakage: pd.DataFrame, correlation: pd.DataFrame) -> list[Table | Text]:
+    """The AUC table, then the label correlations of the variants whose AUC has an interval (a probe with too few
+    never-texted films finds nothing whose link to the label could be read)."""
     auc = pd.DataFrame({"variant": leakage["variant"], "cleaned (test pictures)": leakage["positives"].map(number),
                         "never-texted (test pictures)": leakage["negatives"].map(number),
                         "AUC of cleaned [95 %] (n)": [_cell(row) for _, row in leakage.iterrows()]})
+    blocks: list[Table | Text] = [Table("Cleaning leakage: can a probe tell a cleaned film from a never-texted one? "
+                                        "(test split; a picture is a whole film, or a patch around one box; 0.5 is "
+                                        "chance)", auc)]
+    readable = {row["variant"] for _, row in leakage.iterrows() if _above_chance(row) is not None}
+    correlation = correlation[correlation["variant"].isin(readable)]
+    if correlation.empty:
+        blocks.append(Text("Whether a leak follows the label is not shown: no leakage AUC has an interval."))
+        return blocks
     follows = pd.DataFrame({
         "variant": correlation["variant"], "label": correlation["label"], "films": correlation["films"].map(number),
         "cleaned share": correlation["cleaned_share"].map(number),
         "correlation of score and label [95 %] (n)": [
             with_ci(row["correlation"], row["ci_low"], row["ci_high"], row["n"]) for _, row in correlation.iterrows()]})
-    return [Table("Cleaning leakage: can a probe tell a cleaned film from a never-texted one? (test split; a picture "
-                  "is a whole film, or a patch around one box; 0.5 is chance)", auc),
-            Table("Does the leak follow the label? Per label: its share of cleaned films and the correlation of the "
-                  "probe's score with it", follows)]
+    return [*blocks, Table("Does the leak follow the label? Per label: its share of cleaned films and the correlation "
+                           "of the probe's score with it", follows)]
 
 
 def _label_table(from_source: pd.DataFrame, metrics: pd.DataFrame | None) -> pd.DataFrame:

@@ -112,3 +112,27 @@ def test_the_section_shows_verdict_tables_reasons_and_the_classifiers_accuracy(t
     assert label.loc["test", "A"] == "0.900 [0.800, 1.000] (n=55)" and label.loc["test", "B"].startswith("0.700")
     assert label.loc["test", "source alone (fitted on the split: ceiling)"].startswith("0.780")
     assert label.loc["train", "A"] == ""  # the classifiers are not scored on their training split
+
+
+def test_label_correlations_are_shown_only_for_leakage_aucs_with_an_interval(tmp_path):
+    write_probes(tmp_path, {})
+    folder = tmp_path / "probes"
+    correlation = pd.DataFrame([(variant, label, 20, 40, 0.5, 0.1, -0.1, 0.3) for variant in ("whole", "patches")
+                                for label in ("normal", "COVID-19")],
+                               columns=["variant", "label", "n", "films", "cleaned_share", "correlation", "ci_low",
+                                        "ci_high"])
+    correlation.to_csv(folder / "leakage_correlation.csv", index=False)
+
+    def tables_and_texts(*rows):
+        leakage_table(*rows).to_csv(folder / "leakage.csv", index=False)
+        section = probes_section(Run(tmp_path), None)
+        tables = {block.caption.split("?")[0]: block.frame for block in section.blocks if isinstance(block, Table)}
+        return tables, [block.text for block in section.blocks if isinstance(block, Text)]
+
+    tables, _ = tables_and_texts(("whole", 0.6, NAN, NAN), ("patches", 0.55, 0.45, 0.65))
+    assert list(tables["Does the leak follow the label"].variant) == ["patches", "patches"]
+    tables, texts = tables_and_texts(("whole", 0.6, NAN, NAN), ("patches", 0.4, NAN, NAN))
+    assert "Does the leak follow the label" not in tables
+    assert "Whether a leak follows the label is not shown: no leakage AUC has an interval." in texts
+    assert list(tables["Cleaning leakage: can a probe tell a cleaned film from a never-texted one"].variant) == [
+        "whole", "patches"]
