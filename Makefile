@@ -24,10 +24,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/cxr-audit demo --out runs/demo
 
-# Two pytest workers (2 cores); the tests that share one audit run stay on one worker (xdist_group).
+# Two pytest workers (2 cores); the tests that share one audit run stay on one worker (xdist_group). The 15
+# slowest tests are listed at the end, so a test that grows slow is seen.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
