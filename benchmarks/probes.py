@@ -12,6 +12,8 @@ hospital is drawn independently of its label, so the hospitals differ only in th
                        inpainted (pipeline.inpaint, COVIDx++'s default method and dilation; with --run-dir the
                        run's cleaned covidx_pp films), against the second group's never-texted copies
     label from source  how well the hospital alone predicts the label in train, test and test_decorrelated
+    detector coverage  with --run-dir: per kind of burned-in item (the generator's truth, train and test), how many
+                       the run's detected boxes, grown by the cleaning dilation, cover at least COVERED of
 
 Expected on this benchmark: whole and text_only AUC >= 0.9, cleaned <= 0.6 (text-free copies: nothing left),
 lungs_masked high (the text lies outside the lungs); leakage 0.5 where the inpainting leaves no trace a small
@@ -61,11 +63,12 @@ from pipeline.probes import (
     leakage_probe,
     source_probes,
 )
-from pipeline.text import TextBox, box_mask, read_detections
+from pipeline.text import TextBox, box_mask, coverage, read_detections
 
 QUICK = {"n_train": 120, "n_test": 60, "image_size": 128, "epochs": 10, "n_resamples": 200}
 FULL = {"n_train": 600, "n_test": 200, "image_size": 256, "epochs": 12, "n_resamples": 1000}
 CLEAN_DILATE = 2  # pipeline.clean.CleanConfig's default dilation
+COVERED = 0.9  # an item counts as covered when the grown detected boxes cover this share of its box
 
 
 def leakage_films(films: Sequence[ProbeFilm], clean_of: dict[str, Path], out: Path, seed: int,
@@ -137,7 +140,7 @@ def run_manifest(run_dir: Path) -> dict[str, tuple[Path, tuple]]:
 def measure(root: Path, scratch: Path, args: argparse.Namespace, settings: dict, run_dir: Path | None) -> dict:
     """Every number of the benchmark on the synthetic folder `root` (of a run, when `run_dir`)."""
     manifest = json.loads((root / synthetic.MANIFEST).read_text())
-    films, clean_of, records = [], {}, {}
+    films, clean_of, records, covered = [], {}, {}, []
     for split in ("train", "test"):
         split_records = synthetic.split_records(root, split)
         records[split] = split_records
@@ -146,6 +149,7 @@ def measure(root: Path, scratch: Path, args: argparse.Namespace, settings: dict,
             boxes = {truth.filename: truth.text_boxes for truth in truths}
         else:
             boxes = read_detections(run_dir / "text" / "detections.csv", split=split)
+            covered += item_coverage(truths, boxes)
         lungs = generator_lungs(root, truths)
         cleaned_root = root / "clean" / split if run_dir is None else run_dir / "covidx_pp" / split
         films += films_from_records(split_records, split, boxes=boxes, lungs=lungs, cleaned_root=cleaned_root)
@@ -165,7 +169,29 @@ def measure(root: Path, scratch: Path, args: argparse.Namespace, settings: dict,
             "source_probes": _records(probes.table), "sources": list(probes.sources),
             "leakage": _records(leakage.table), "leakage_films": {"cleaned": len(cleaned), "untouched": len(untouched)},
             "leakage_label_correlation": _records(leakage.correlation),
-            "label_from_source": _records(from_source), "seconds": round(time.perf_counter() - started, 1)}
+            "label_from_source": _records(from_source), "detector_coverage": coverage_table(covered),
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def item_coverage(truths: Sequence[synthetic.ImageTruth], detected: dict[str, list[TextBox]]
+                  ) -> list[tuple[str, float]]:
+    """(kind, share of its box covered) of every true text item, by the film's detected boxes grown by
+    CLEAN_DILATE (the pixels a run inpaints)."""
+    out = []
+    for truth in truths:
+        grown = [(b.x0 - CLEAN_DILATE, b.y0 - CLEAN_DILATE, b.x1 + CLEAN_DILATE, b.y1 + CLEAN_DILATE)
+                 for b in detected.get(truth.filename, ())]
+        out += [(item.kind, coverage((item.x0, item.y0, item.x1, item.y1), grown)) for item in truth.text_boxes]
+    return out
+
+
+def coverage_table(covered: Sequence[tuple[str, float]]) -> list[dict]:
+    """Per kind and for all items: items, items covered >= COVERED, mean share covered (empty without items)."""
+    groups = {kind: [share for k, share in covered if k == kind] for kind in sorted({k for k, _ in covered})}
+    if covered:
+        groups["all"] = [share for _, share in covered]
+    return [{"kind": kind, "items": len(shares), "covered": sum(share >= COVERED for share in shares),
+             "mean_share": round(float(np.mean(shares)), 3)} for kind, shares in groups.items()]
 
 
 def _records(table: pd.DataFrame) -> list[dict]:
@@ -218,6 +244,12 @@ def markdown(numbers: dict, command: str, env: dict) -> str:
                         if row["metric"] in ("accuracy", "majority_rate", "macro_auc")],
                        ("split", "fitted on", "metric", "n", "value", "95 % interval")),
     ]
+    if numbers["detector_coverage"]:
+        lines += ["", f"## Detector coverage (the run's detected boxes grown by {CLEAN_DILATE} px against the "
+                  f"generator's text items, train and test; covered: at least {COVERED:.0%} of the item)", "",
+                  markdown_table([(row["kind"], str(row["items"]), str(row["covered"]), f"{row['mean_share']:.3f}")
+                                  for row in numbers["detector_coverage"]],
+                                 ("kind", "items", "covered", "mean share covered"))]
     return "\n".join(lines) + "\n"
 
 

@@ -43,3 +43,19 @@ def test_true_box_leakage_finds_a_black_fill_and_reads_the_text_free_copies_near
     auc = true_box_leakage(["black", None], seed=100, scratch=tmp_path)
     assert auc["black"] >= 0.9  # a black box is the plainest trace there is
     assert abs(auc[None] - 0.5) < 0.2  # identical pictures on both sides: only the probe's own noise
+
+
+def test_detector_coverage_counts_items_the_grown_boxes_cover():
+    from benchmarks.probes import coverage_table, item_coverage
+    from datasets.synthetic import ImageTruth
+    from datasets.synthetic_text import BurnedText
+    from pipeline.text import TextBox
+
+    items = [BurnedText(10, 10, 30, 20, "L", "laterality"), BurnedText(50, 10, 90, 20, "2020", "date")]
+    truth = ImageTruth("a.png", "p1", "normal", "x", True, 0.0, "", "clean/a.png", items)
+    # the letter is covered once the box grows by 2 px; the date over 22 of its 40 columns (50-70 grown to 72)
+    shares = item_coverage([truth], {"a.png": [TextBox(12, 12, 28, 18, 1.0), TextBox(50, 10, 70, 20, 1.0)]})
+    assert shares == [("laterality", 1.0), ("date", 0.55)]
+    table = {row["kind"]: row for row in coverage_table(shares)}
+    assert table["all"] == {"kind": "all", "items": 2, "covered": 1, "mean_share": 0.775}
+    assert table["date"]["covered"] == 0 and coverage_table([]) == []
