@@ -25,7 +25,9 @@ but "fast, another seed" (--diagnose), whose difference from fast is what the se
 
 --workers W explains the chunks on W processes of --threads threads each; every image's seed is fixed by its place,
 so the maps and AUCs do not depend on W (tested). The cached checkpoint depends on --n-train, not on --n-test (the
-generator draws the train split from the seed alone), so a larger test split reuses it.
+generator draws the train split from the seed alone), so a larger test split reuses it; its films are a new draw,
+not the smaller split's films plus more. The report ends with the verdict against issue 21's bar (≥ 5× and both
+paired intervals inside ±0.01) and, from 60 images on, the same comparison on each block of 30 images.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from benchmarks.common import (
     load_average,
     load_note,
     markdown_table,
+    write_report,
     write_results,
 )
 from datasets import synthetic
@@ -67,6 +70,8 @@ REFERENCE_NODES = 64
 GAUSS_NODES = (1, 2, 3, 4, 5, 6)
 # A configuration's key (not an igos option) shifting every image's seed; "fast, another seed" shifts it by this.
 SEED_OFFSET, ANOTHER_SEED = "seed offset", 10_000
+# Issue 21's bar for fast mode: this speed-up over faithful, and both paired 95 % intervals inside ±AGREEMENT.
+TARGET_SPEEDUP, AGREEMENT, BLOCK = 5.0, 0.01, 30
 FULL = {"image_size": 128, "mask_size": 28, "iterations": 10, "ig_steps": 10, "images": 30, "tune_images": 4,
         "n_train": 600, "n_test": 80, "epochs": 8, "explain_batch": 6, "fast_nodes": "2,4", "threads": 1,
         "workers": 1}
@@ -247,9 +252,57 @@ def interval(pair: dict[str, float]) -> str:
     return f"{pair['mean']:+.4f} [{pair['low']:+.4f}, {pair['high']:+.4f}]"
 
 
-def report(cfg: Settings, env: dict, info: dict, errors: dict, summary: dict, seconds: float,
-           argv: Sequence[str] | None) -> str:
-    """The results as markdown."""
+def fast_row(summary: dict) -> tuple[str, dict]:
+    """The name and summary of the default fast configuration."""
+    return next((name, s) for name, s in summary.items() if name.startswith("fast (n ="))
+
+
+def verdict(summary: dict) -> str:
+    """Whether the default fast mode meets the bar: ≥ TARGET_SPEEDUP× and both intervals inside ±AGREEMENT."""
+    name, fast = fast_row(summary)
+    inside = {metric: -AGREEMENT < fast[f"{metric}_vs_faithful"]["low"] and fast[f"{metric}_vs_faithful"]["high"]
+              < AGREEMENT for metric in ("insertion", "deletion")}
+    quick = fast["speedup_vs_faithful"] >= TARGET_SPEEDUP
+    met = quick and all(inside.values())
+    return (f"**{'Met' if met else 'Missed'}**: {name} is {fast['speedup_vs_faithful']:.2f}× faster than faithful "
+            f"(bar {TARGET_SPEEDUP:.0f}×); paired 95 % intervals on {fast['images']} images: insertion "
+            f"{interval(fast['insertion_vs_faithful'])} ({'inside' if inside['insertion'] else 'not inside'} "
+            f"±{AGREEMENT}), deletion {interval(fast['deletion_vs_faithful'])} "
+            f"({'inside' if inside['deletion'] else 'not inside'} ±{AGREEMENT}).")
+
+
+def blocks(summary: dict) -> list[list[str]]:
+    """The default fast mode against faithful on consecutive blocks of BLOCK images: what one BLOCK-image sample
+    would have shown. Empty below two blocks."""
+    faithful, (_, fast) = summary["faithful"], fast_row(summary)
+    n = fast["images"] // BLOCK
+    if n < 2:
+        return []
+    rows = []
+    for block in range(n):
+        part = slice(block * BLOCK, (block + 1) * BLOCK)
+        pairs = {metric: paired(fast[f"{metric}_per_image"][part], faithful[f"{metric}_per_image"][part])
+                 for metric in ("insertion", "deletion")}
+        inside = all(-AGREEMENT < pair["low"] and pair["high"] < AGREEMENT for pair in pairs.values())
+        rows.append([f"{part.start + 1}–{part.stop}", interval(pairs["insertion"]), interval(pairs["deletion"]),
+                     "yes" if inside else "no"])
+    return rows
+
+
+def block_section(summary: dict) -> list[str]:
+    """Markdown lines of the per-block table (none below two blocks)."""
+    rows = blocks(summary)
+    if not rows:
+        return []
+    return [f"### The same comparison on blocks of {BLOCK} images", "",
+            f"{fast_row(summary)[0]} against faithful, paired, on each block of {BLOCK} consecutive images of §2 "
+            "alone.",
+            "", markdown_table(rows, ["images", "Δ insertion [95 % CI]", "Δ deletion [95 % CI]",
+                                      f"both inside ±{AGREEMENT}"]), ""]
+
+
+def report(cfg: Settings, env: dict, info: dict, errors: dict, summary: dict, seconds: float, command: str) -> str:
+    """The results as markdown; `command` is the command line that ran the benchmark."""
     error_rows = [[rule, f"{start[0]:.2e}", f"{start[1]:.2e}", f"{end[0]:.2e}", f"{end[1]:.2e}"]
                   for (rule, start), end in zip(errors["start"].items(), errors["final"].values(), strict=True)]
     rows = [[name, str(s["images"]), f"{s['s_per_image_median']:.2f}", f"{s['s_per_image_mean']:.2f}",
@@ -263,7 +316,7 @@ def report(cfg: Settings, env: dict, info: dict, errors: dict, summary: dict, se
     validation = info["validation"]
     return "\n".join([
         "# iGOS++ on a trained classifier: quadrature, and fast vs faithful", "",
-        f"`{command_line(__file__, argv)}` — {env['date']}, {env['machine']}, torch {env['torch']}, "
+        f"`{command}` — {env['date']}, {env['machine']}, torch {env['torch']}, "
         f"{cfg.workers} worker process{'es' if cfg.workers > 1 else ''} of {cfg.threads} torch thread"
         f"{'s' if cfg.threads > 1 else ''}", load_note(env), "",
         f"- model: ResNet-18 (1 channel) trained here on {info['train_images']} synthetic films at {cfg.image_size} px "
@@ -284,7 +337,7 @@ def report(cfg: Settings, env: dict, info: dict, errors: dict, summary: dict, se
                               "forwards/image", "backwards/image", "iterations", "insertion", "deletion",
                               "Δ insertion [95 % CI]", "Δ deletion [95 % CI]", "Δ insertion vs fast",
                               "Δ deletion vs fast"]),
-        "", f"Total wall time: {seconds:.0f} s.", ""])
+        "", verdict(summary), "", *block_section(summary), f"Total wall time: {seconds:.0f} s.", ""])
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace]:
@@ -304,6 +357,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-igos-trained",
                         help="dataset and checkpoint cache")
     parser.add_argument("--out", type=Path, default=None, help=f"results markdown (default {DEFAULT_OUT})")
+    parser.add_argument("--render", type=Path, default=None, metavar="JSON",
+                        help="rewrite the markdown of a stored run from its JSON (beside it, or --out) without "
+                        "running anything")
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
     values = {name: getattr(args, name) if getattr(args, name) is not None else default
@@ -318,8 +374,21 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
                     work=str(work)), args
 
 
+def render(stored: Path, out: Path | None) -> int:
+    """Rewrite the markdown of the run stored in `stored` (its JSON) from its recorded results."""
+    result = json.loads(stored.read_text())
+    cfg = Settings(**{**result["settings"], "fast_nodes": tuple(result["settings"]["fast_nodes"])})
+    text = report(cfg, result["environment"], result["training"], result["integral_errors"], result["configurations"],
+                  result["seconds"], result.get("command", "(command not recorded)"))
+    write_report(out or stored.with_suffix(".md"), text)
+    print(text)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     cfg, args = parse_args(argv)
+    if args.render:
+        return render(args.render, args.out)
     torch.set_num_threads(cfg.threads)
     started, load_start = time.perf_counter(), load_average()
     model, images, info = trained_model(cfg)
@@ -331,9 +400,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarise(explain_all(model, measured, cfg))
     seconds = time.perf_counter() - started
     env = environment((load_start, load_average()))
-    write_results(args.out or DEFAULT_OUT, {"environment": env, "settings": asdict(cfg), "training": info,
-                                            "integral_errors": errors, "configurations": summary, "seconds": seconds},
-                  report(cfg, env, info, errors, summary, seconds, argv))
+    command = command_line(__file__, argv)
+    write_results(args.out or DEFAULT_OUT, {"command": command, "environment": env, "settings": asdict(cfg),
+                                            "training": info, "integral_errors": errors, "configurations": summary,
+                                            "seconds": seconds},
+                  report(cfg, env, info, errors, summary, seconds, command))
     return 0
 
 

@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 from benchmarks import igos_trained as module
 
 
@@ -39,3 +41,35 @@ def test_worker_processes_give_the_same_maps_as_one_process(tmp_path):
         assert two["deletion_per_image"] == one["deletion_per_image"]
         assert two["insertion_per_image"] == one["insertion_per_image"]
         assert two["forwards_per_image"] == one["forwards_per_image"]
+    # --render rewrites a stored run's markdown from its JSON alone, exactly as the run wrote it
+    stored = tmp_path / "workers1.md"
+    assert module.main(["--render", str(stored.with_suffix(".json")), "--out", str(tmp_path / "again.md")]) == 0
+    assert (tmp_path / "again.md").read_text() == stored.read_text()
+
+
+def _runs(faithful: list[float], fast: list[float], seconds: tuple[float, float]) -> dict[str, dict]:
+    """Part-2 records of two configurations with the given per-image deletion AUCs (insertion equal to faithful's)."""
+    def run(deletion: list[float], chunk_seconds: float) -> dict:
+        return {"seconds": [chunk_seconds] * len(deletion), "sizes": [1] * len(deletion), "forwards": 1,
+                "backwards": 1, "iterations": [10] * len(deletion), "insertion": [0.9] * len(deletion),
+                "deletion": deletion}
+    return {"faithful": run(faithful, seconds[0]), "fast (n = 3)": run(fast, seconds[1])}
+
+
+def test_verdict_and_blocks_have_known_answers():
+    rng = np.random.default_rng(0)
+    faithful = rng.uniform(0.1, 0.3, 60).tolist()
+    # block 1: fast equals faithful + 0.002 everywhere (interval of zero width); block 2: ± 0.05 alternately
+    fast = [v + 0.002 for v in faithful[:30]] + [v + (0.05 if i % 2 else -0.05) for i, v in enumerate(faithful[30:])]
+    summary = module.summarise(_runs(faithful, fast, (60.0, 10.0)))
+    rows = module.blocks(summary)
+    assert [row[0] for row in rows] == ["1–30", "31–60"]
+    assert rows[0][2] == "+0.0020 [+0.0020, +0.0020]" and rows[0][3] == "yes"
+    assert rows[1][2].startswith("+0.0000 [-0.0") and rows[1][3] == "no"  # mean 0, interval about ±0.019
+    text = module.verdict(summary)  # 60 images: ±0.05 differences on half of them give an interval of about ±0.013
+    assert text.startswith("**Missed**") and "6.00× faster" in text and "deletion +0.0010" in text
+    assert module.verdict(module.summarise(_runs(faithful, [v + 0.002 for v in faithful], (60.0, 10.0)))
+                          ).startswith("**Met**")
+    assert module.verdict(module.summarise(_runs(faithful, [v + 0.002 for v in faithful], (40.0, 10.0)))
+                          ).startswith("**Missed**: fast (n = 3) is 4.00×")  # agreement without the speed
+    assert module.blocks(module.summarise(_runs(faithful[:59], fast[:59], (60.0, 10.0)))) == []  # one block only
