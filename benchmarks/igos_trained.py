@@ -21,7 +21,7 @@ but "fast, another seed" (--diagnose), whose difference from fast is what the se
 
     python -m benchmarks.igos_trained --quick     # seconds: proves the script runs
     python -m benchmarks.igos_trained             # 128 px, 28×28, K = 10, N = 10, 30 images, 1 thread (~50 min)
-    python -m benchmarks.igos_trained --images 150 --n-test 160 --fast-nodes '' --workers 2   # ~80 min on 2 cores
+    python -m benchmarks.igos_trained --images 150 --n-test 160 --fast-nodes '' --workers 2   # ~83 min on 2 cores
 
 --workers W explains the chunks on W processes of --threads threads each; every image's seed is fixed by its place,
 so the maps and AUCs do not depend on W (tested). The cached checkpoint depends on --n-train, not on --n-test (the
@@ -377,7 +377,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
 def render(stored: Path, out: Path | None) -> int:
     """Rewrite the markdown of the run stored in `stored` (its JSON) from its recorded results."""
     result = json.loads(stored.read_text())
-    cfg = Settings(**{**result["settings"], "fast_nodes": tuple(result["settings"]["fast_nodes"])})
+    settings = {"workers": 1, **result["settings"]}  # runs stored before --workers existed ran in one process
+    cfg = Settings(**{**settings, "fast_nodes": tuple(settings["fast_nodes"])})
     text = report(cfg, result["environment"], result["training"], result["integral_errors"], result["configurations"],
                   result["seconds"], result.get("command", "(command not recorded)"))
     write_report(out or stored.with_suffix(".md"), text)

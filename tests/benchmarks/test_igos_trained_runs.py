@@ -73,3 +73,15 @@ def test_verdict_and_blocks_have_known_answers():
     assert module.verdict(module.summarise(_runs(faithful, [v + 0.002 for v in faithful], (40.0, 10.0)))
                           ).startswith("**Missed**: fast (n = 3) is 4.00×")  # agreement without the speed
     assert module.blocks(module.summarise(_runs(faithful[:59], fast[:59], (60.0, 10.0)))) == []  # one block only
+
+
+def test_render_reads_a_run_stored_before_workers_existed(tmp_path):
+    """The stored 30-image diagnosis (one process, no recorded command) renders with its verdict: deletion missed."""
+    stored = module.RESULTS / "igos_trained_diagnose.json"
+    out = tmp_path / "diagnose.md"
+    assert module.main(["--render", str(stored), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "1 worker process of 1 torch thread" in text and "(command not recorded)" in text
+    assert "**Missed**: fast (n = 3) is 6.05× faster" in text
+    assert "deletion +0.0104 [-0.0087, +0.0295] (not inside" in text
+    assert "blocks of 30" not in text  # one block only
