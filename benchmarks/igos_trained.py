@@ -226,9 +226,19 @@ def paired(values: Sequence[float], reference: Sequence[float]) -> dict[str, flo
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(differences)}
 
 
+def fast_row(by_name: dict[str, dict]) -> tuple[str, dict]:
+    """The name and entry of the default fast configuration in a dict keyed by configuration name."""
+    return next((name, entry) for name, entry in by_name.items() if name.startswith("fast (n ="))
+
+
+def inside(pair: dict[str, float]) -> bool:
+    """Whether a paired interval lies inside ±AGREEMENT."""
+    return -AGREEMENT < pair["low"] and pair["high"] < AGREEMENT
+
+
 def summarise(runs: dict[str, dict]) -> dict[str, dict]:
     """Per configuration: s/image, passes and iterations per image, mean AUCs and the paired differences."""
-    faithful, fast = runs["faithful"], next(run for name, run in runs.items() if name.startswith("fast (n ="))
+    faithful, (_, fast) = runs["faithful"], fast_row(runs)
     median_faithful = statistics.median(s / n for s, n in zip(faithful["seconds"], faithful["sizes"], strict=True))
     summary = {}
     for name, run in runs.items():
@@ -252,23 +262,16 @@ def interval(pair: dict[str, float]) -> str:
     return f"{pair['mean']:+.4f} [{pair['low']:+.4f}, {pair['high']:+.4f}]"
 
 
-def fast_row(summary: dict) -> tuple[str, dict]:
-    """The name and summary of the default fast configuration."""
-    return next((name, s) for name, s in summary.items() if name.startswith("fast (n ="))
-
-
 def verdict(summary: dict) -> str:
     """Whether the default fast mode meets the bar: ≥ TARGET_SPEEDUP× and both intervals inside ±AGREEMENT."""
     name, fast = fast_row(summary)
-    inside = {metric: -AGREEMENT < fast[f"{metric}_vs_faithful"]["low"] and fast[f"{metric}_vs_faithful"]["high"]
-              < AGREEMENT for metric in ("insertion", "deletion")}
-    quick = fast["speedup_vs_faithful"] >= TARGET_SPEEDUP
-    met = quick and all(inside.values())
+    agrees = {metric: inside(fast[f"{metric}_vs_faithful"]) for metric in ("insertion", "deletion")}
+    met = fast["speedup_vs_faithful"] >= TARGET_SPEEDUP and all(agrees.values())
+    where = {metric: f"{interval(fast[f'{metric}_vs_faithful'])} ({'inside' if ok else 'not inside'} ±{AGREEMENT})"
+             for metric, ok in agrees.items()}
     return (f"**{'Met' if met else 'Missed'}**: {name} is {fast['speedup_vs_faithful']:.2f}× faster than faithful "
             f"(bar {TARGET_SPEEDUP:.0f}×); paired 95 % intervals on {fast['images']} images: insertion "
-            f"{interval(fast['insertion_vs_faithful'])} ({'inside' if inside['insertion'] else 'not inside'} "
-            f"±{AGREEMENT}), deletion {interval(fast['deletion_vs_faithful'])} "
-            f"({'inside' if inside['deletion'] else 'not inside'} ±{AGREEMENT}).")
+            f"{where['insertion']}, deletion {where['deletion']}.")
 
 
 def blocks(summary: dict) -> list[list[str]]:
@@ -283,9 +286,8 @@ def blocks(summary: dict) -> list[list[str]]:
         part = slice(block * BLOCK, (block + 1) * BLOCK)
         pairs = {metric: paired(fast[f"{metric}_per_image"][part], faithful[f"{metric}_per_image"][part])
                  for metric in ("insertion", "deletion")}
-        inside = all(-AGREEMENT < pair["low"] and pair["high"] < AGREEMENT for pair in pairs.values())
         rows.append([f"{part.start + 1}–{part.stop}", interval(pairs["insertion"]), interval(pairs["deletion"]),
-                     "yes" if inside else "no"])
+                     "yes" if all(inside(pair) for pair in pairs.values()) else "no"])
     return rows
 
 

@@ -49,6 +49,7 @@ from benchmarks.common import (
     program,
     write_results,
 )
+from benchmarks.real_text import grown
 from datasets import synthetic
 from datasets.atomic import write_bytes
 from datasets.images import read_image
@@ -179,9 +180,8 @@ def item_coverage(truths: Sequence[synthetic.ImageTruth], detected: dict[str, li
     CLEAN_DILATE (the pixels a run inpaints)."""
     out = []
     for truth in truths:
-        grown = [(b.x0 - CLEAN_DILATE, b.y0 - CLEAN_DILATE, b.x1 + CLEAN_DILATE, b.y1 + CLEAN_DILATE)
-                 for b in detected.get(truth.filename, ())]
-        out += [(item.kind, coverage((item.x0, item.y0, item.x1, item.y1), grown)) for item in truth.text_boxes]
+        inpainted = [grown(box, CLEAN_DILATE) for box in detected.get(truth.filename, ())]
+        out += [(item.kind, coverage((item.x0, item.y0, item.x1, item.y1), inpainted)) for item in truth.text_boxes]
     return out
 
 
